@@ -1,0 +1,137 @@
+"""The main job, headless: run a shipped workflow end to end in the real ComfyUI host.
+
+    bash scripts/demo.sh [--prompt "..."] [--frames N] [--models DIR] [--steps N] [--workflow NAME]
+
+It boots the host in this process with this pack, loads `workflows/<NAME>` (the UI file an artist
+opens in the web UI), converts it to the API format, applies the options (prompt, frames,
+steps, size), executes it and prints the path of the video it wrote as its last line.
+
+Weights: with real weights in the models folder (see README, "Where weights go") it makes the
+real video. Missing files are filled with tiny random demo weights in the real key layouts, and
+the demo says, before and after, that the output is noise.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from scripts.comfy_host import WORKFLOWS_DIR, boot_host  # noqa: E402
+from scripts.workflow_format import workflow_to_api  # noqa: E402
+
+# Preferred order: the whole pipeline first, then what exists.
+WORKFLOW_PREFERENCE = ["text_to_long_video_refined.json", "text_to_long_video.json", "frame_plan.json"]
+VIDEO_SUFFIXES = {".mp4", ".webm", ".mov", ".mkv", ".gif"}
+
+NOISE_WARNING = (
+    "NOTE: {missing} not found in {models}: using tiny RANDOM demo weights in the real key layouts. "
+    "The pipeline runs for real, but the video is noise. Put real weights there for a real video (README: Where weights go)."
+)
+
+
+def pick_workflow(name: str | None) -> Path:
+    if name:
+        path = Path(name) if Path(name).is_file() else WORKFLOWS_DIR / name
+        if not path.is_file():
+            raise SystemExit(f"--workflow: no workflow file {name!r} (have: {', '.join(p.name for p in sorted(WORKFLOWS_DIR.glob('*.json')))})")
+        return path
+    for candidate in WORKFLOW_PREFERENCE:
+        if (WORKFLOWS_DIR / candidate).is_file():
+            return WORKFLOWS_DIR / candidate
+    raise SystemExit(f"no workflow in {WORKFLOWS_DIR}")
+
+
+def apply_options(api: dict, args: argparse.Namespace) -> dict:
+    """Set the demo options on whichever nodes have the matching inputs."""
+    for node in api.values():
+        inputs = node["inputs"]
+        title = node.get("_meta", {}).get("title", "").lower()
+        if args.prompt is not None and node["class_type"] == "CLIPTextEncode" and "negative" not in title:
+            inputs["text"] = args.prompt
+        if args.frames is not None and "total_frames" in inputs and not isinstance(inputs["total_frames"], list):
+            inputs["total_frames"] = args.frames
+        if args.steps is not None and "steps" in inputs and not isinstance(inputs["steps"], list):
+            inputs["steps"] = args.steps
+        for key in ("width", "height"):
+            value = getattr(args, key)
+            if value is not None and key in inputs and not isinstance(inputs[key], list) and node["class_type"].startswith("StreamingT2VInitial"):
+                inputs[key] = value
+        for key in ("refine_width", "refine_height"):
+            value = getattr(args, key)
+            if value is not None and key in inputs and not isinstance(inputs[key], list):
+                inputs[key] = value
+    return api
+
+
+def files_from_ui(ui_outputs: dict, output_dir: Path) -> list[Path]:
+    found = []
+    for node_out in ui_outputs.values():
+        for entries in node_out.values():
+            if not isinstance(entries, list):
+                continue
+            for entry in entries:
+                if isinstance(entry, dict) and "filename" in entry:
+                    base = output_dir if entry.get("type", "output") == "output" else output_dir.parent / entry["type"]
+                    found.append(base / entry.get("subfolder", "") / entry["filename"])
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run a StreamingT2V workflow headless in the real ComfyUI host.")
+    parser.add_argument("--prompt", default=None, help="text prompt (default: the workflow's)")
+    parser.add_argument("--frames", type=int, default=None, help="total frames of the long video (default: 48 on demo weights, else the workflow's)")
+    parser.add_argument("--steps", type=int, default=None, help="sampling steps per stage (default: 4 on demo weights, else the workflow's)")
+    parser.add_argument("--width", type=int, default=None, help="first-chunk width (default: 64 on demo weights)")
+    parser.add_argument("--height", type=int, default=None, help="first-chunk height (default: 64 on demo weights)")
+    parser.add_argument("--refine-width", dest="refine_width", type=int, default=None, help="refiner working width (default: 128 on demo weights)")
+    parser.add_argument("--refine-height", dest="refine_height", type=int, default=None, help="refiner working height (default: 128 on demo weights)")
+    parser.add_argument("--models", type=Path, default=REPO_ROOT / "models", help="models folder (ComfyUI layout; default ./models)")
+    parser.add_argument("--workdir", type=Path, default=REPO_ROOT / ".demo", help="host base folder: output/, input/, temp/")
+    parser.add_argument("--workflow", default=None, help="workflow file name in workflows/ (default: the full pipeline)")
+    args = parser.parse_args(argv)
+
+    workflow = pick_workflow(args.workflow)
+    args.models.mkdir(parents=True, exist_ok=True)
+    print(f"[demo] workflow: {workflow.name}; models folder: {args.models}", flush=True)
+    host = boot_host(args.workdir, models_dir=args.models)
+
+    from scripts.demo_weights import WEIGHT_FILES, write_all
+
+    wf_text = workflow.read_text()
+    needed = {k: v for k, v in WEIGHT_FILES.items() if Path(v).name in wf_text}
+    missing = [v for v in needed.values() if not (args.models / v).is_file()]
+    demo_weights = bool(missing)
+    if demo_weights:
+        print(NOISE_WARNING.format(missing=", ".join(missing), models=args.models), flush=True)
+        write_all(args.models)
+        # small defaults: random weights make noise at any size, so keep the demo quick on a CPU
+        args.frames = args.frames or 48
+        args.steps = args.steps or 4
+        args.width = args.width or 64
+        args.height = args.height or 64
+        args.refine_width = args.refine_width or 128
+        args.refine_height = args.refine_height or 128
+
+    api = apply_options(workflow_to_api(workflow, host.object_info()), args)
+    started = time.time()
+    host.run_prompt(api)
+    elapsed = time.time() - started
+    files = files_from_ui(host.ui_outputs(), host.output_dir)
+    videos = [f for f in files if f.suffix.lower() in VIDEO_SUFFIXES]
+    report = host.output_dir / "streamingt2v_demo_run.json"
+    report.write_text(json.dumps({"workflow": workflow.name, "seconds": round(elapsed, 1), "demo_weights": demo_weights,
+                                  "files": [str(f) for f in files]}, indent=2))
+    print(f"[demo] finished in {elapsed:.1f} s; files written: {len(files)}", flush=True)
+    if demo_weights:
+        print(NOISE_WARNING.format(missing=", ".join(missing), models=args.models), flush=True)
+    print(videos[-1] if videos else (files[-1] if files else report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

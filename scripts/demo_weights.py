@@ -1,0 +1,182 @@
+"""Random demo/test weights, in real key layouts, for every file the workflows load.
+
+No model hub is reachable here, so the demo and the host tests write their own weights:
+- the host's own encoders (SD VAE, SD2 OpenCLIP-H text encoder, CLIP ViT-H vision) at their real
+  sizes, because the host's `VAELoader`, `CLIPLoader` and `CLIPVisionLoader` detect the model from
+  key names and shapes and accept no smaller form; they are built from the host's own classes on
+  the meta device (so the key layout is exactly what the host loads) and filled with seeded
+  random values;
+- our own UNets (base UNet3D, extender, MS-Vid2Vid-XL refiner) as tiny configs in the real
+  checkpoint layouts, through `streamingt2v_core.models.test_weights.write_tiny_checkpoint`.
+
+Every output of such weights is noise. The file names are the ones the workflows reference
+(`WEIGHT_FILES`). Must run with the host importable (sys.path has the ComfyUI folder).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+# Where each workflow file looks for its weights, relative to the host's models folder.
+WEIGHT_FILES = {
+    "vae": "vae/sd_vae.safetensors",
+    "text_encoder": "text_encoders/open_clip_h_text.safetensors",
+    "clip_vision": "clip_vision/clip_vision_vit_h.safetensors",
+    "base_unet3d": "streamingt2v/modelscope_t2v_unet.safetensors",
+    "extender": "streamingt2v/streaming_t2v.safetensors",
+    "refiner_unet": "streamingt2v/ms_vid2vid_xl.safetensors",
+}
+DEMO_MARKER = "streamingt2v_random_demo_weights"
+
+
+def _random_fill(shapes: dict[str, torch.Size], seed: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Seeded random values with the statistics of a freshly initialised network.
+
+    Norm scales 1, biases 0, other weights N(0, 1/fan_in): activations stay bounded through deep
+    stacks, so decoded frames and text embeddings are finite noise rather than inf/NaN.
+    """
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for key in sorted(shapes):
+        shape = tuple(shapes[key])
+        leaf = key.rsplit(".", 2)
+        is_norm = any(s in key for s in ("norm", "ln_", "layer_norm", "layernorm")) and key.endswith(".weight")
+        if is_norm:
+            t = torch.ones(shape)
+        elif key.endswith(".bias") or len(shape) == 0:
+            t = torch.zeros(shape)
+        elif len(shape) == 1:
+            t = torch.randn(shape, generator=g) * 0.02
+        else:
+            fan_in = math.prod(shape[1:]) if len(shape) > 1 else shape[0]
+            if "embedding" in key and len(shape) == 2:
+                fan_in = shape[1]
+            t = torch.randn(shape, generator=g) / math.sqrt(max(fan_in, 1))
+        del leaf
+        out[key] = t.to(dtype).contiguous()
+    return out
+
+
+def _meta_state_shapes(module_factory) -> dict[str, torch.Size]:
+    with torch.device("meta"):
+        module = module_factory()
+    return {k: v.shape for k, v in module.state_dict().items()}
+
+
+def host_vae_shapes() -> dict[str, torch.Size]:
+    from comfy.ldm.models.autoencoder import AutoencoderKL
+
+    ddconfig = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
+                "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
+    return _meta_state_shapes(lambda: AutoencoderKL(ddconfig=ddconfig, embed_dim=4))
+
+
+def host_clip_h_text_shapes() -> dict[str, torch.Size]:
+    import comfy.ops
+    from comfy.clip_model import CLIPTextModel
+
+    cfg_path = Path(sys.modules["comfy.ops"].__file__).parent / "text_encoders" / "sd2_clip_config.json"
+    config = json.loads(cfg_path.read_text())
+    shapes = _meta_state_shapes(lambda: CLIPTextModel(config, torch.float32, "meta", comfy.ops.manual_cast))
+    return shapes
+
+
+def host_clip_vision_h_shapes() -> dict[str, torch.Size]:
+    import comfy.ops
+    from comfy.clip_model import CLIPVisionModelProjection
+
+    cfg_path = Path(sys.modules["comfy.ops"].__file__).parent / "clip_vision_config_h.json"
+    config = json.loads(cfg_path.read_text())
+    return _meta_state_shapes(lambda: CLIPVisionModelProjection(config, torch.float32, "meta", comfy.ops.manual_cast))
+
+
+def _write(path: Path, tensors: dict[str, torch.Tensor], what: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".partial")
+    save_file(tensors, str(tmp), metadata={DEMO_MARKER: "1", "what": what})
+    os.replace(tmp, path)
+
+
+def _is_demo_file(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            return (f.metadata() or {}).get(DEMO_MARKER) == "1"
+    except Exception:
+        return False
+
+
+def write_host_encoders(models_dir: Path, seed: int = 0, dtype: torch.dtype = torch.float16) -> dict[str, Path]:
+    """Write the VAE, text encoder and CLIP vision files (skipped when a demo file is already there)."""
+    models_dir = Path(models_dir)
+    makers = {
+        "vae": (host_vae_shapes, "SD VAE (AutoencoderKL, 4 latent channels)"),
+        "text_encoder": (host_clip_h_text_shapes, "SD2 OpenCLIP-H text encoder (24 layers, 1024)"),
+        "clip_vision": (host_clip_vision_h_shapes, "CLIP ViT-H/14 vision tower with projection (1024)"),
+    }
+    written = {}
+    for name, (shapes_fn, what) in makers.items():
+        path = models_dir / WEIGHT_FILES[name]
+        if path.exists() and not _is_demo_file(path):
+            written[name] = path  # a real file the user put there: never overwrite it
+            continue
+        if not path.exists():
+            _write(path, _random_fill(shapes_fn(), seed + len(written), dtype), what)
+        written[name] = path
+    return written
+
+
+def write_pack_models(models_dir: Path, seed: int = 0) -> dict[str, Path]:
+    """Write tiny random weights of our three UNets in their real checkpoint layouts."""
+    from streamingt2v_core.models.test_weights import write_tiny_checkpoint
+
+    models_dir = Path(models_dir)
+    layouts = {"base_unet3d": "diffusers", "extender": "converted", "refiner_unet": "converted"}
+    written = {}
+    for kind, layout in layouts.items():
+        path = models_dir / WEIGHT_FILES[kind]
+        if path.exists() and not _is_demo_file(path) and not _is_tiny_pack_file(path):
+            written[kind] = path
+            continue
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_tiny_checkpoint(path, kind, layout, seed=seed)
+        written[kind] = path
+    return written
+
+
+def _is_tiny_pack_file(path: Path) -> bool:
+    return path.stat().st_size < 200 * 1024 * 1024
+
+
+def write_all(models_dir: Path, seed: int = 0) -> dict[str, Path]:
+    out = write_host_encoders(models_dir, seed=seed)
+    out.update(write_pack_models(models_dir, seed=seed))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models_dir", type=Path, help="the host's models folder to fill")
+    parser.add_argument("--host", type=Path, default=Path(__file__).resolve().parents[1] / ".host" / "ComfyUI")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(args.host))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    for name, path in write_all(args.models_dir, seed=args.seed).items():
+        print(f"{name}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""StreamingT2V core library: plain PyTorch, never imports ComfyUI."""

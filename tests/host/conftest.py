@@ -1,0 +1,76 @@
+"""Fixtures for tests that run in the real ComfyUI host.
+
+`comfy_host` boots the host in this process once per session (ComfyUI keeps global state), with a
+base directory of its own under pytest's temp folder: its models/, input/, output/ and
+custom_nodes/ (where this pack is linked) belong to the tests. `host_weights` fills models/ with
+random weights in the real key layouts (see scripts/demo_weights.py).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+for _p in (str(REPO_ROOT), str(Path(__file__).resolve().parent)):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+from harness import WORKFLOWS_DIR, Host, PromptExecutionError, PromptValidationError, boot_host, host_dir  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "tests/host" in str(item.fspath).replace(os.sep, "/"):
+            item.add_marker(pytest.mark.host)
+
+
+@pytest.fixture(scope="session")
+def comfy_host(tmp_path_factory) -> Host:
+    if not (host_dir() / "main.py").is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"the ComfyUI host is missing at {host_dir()}: .ci/run must run scripts/setup.sh")
+        pytest.skip(f"no ComfyUI host at {host_dir()}: run `bash scripts/setup.sh`")
+    return boot_host(tmp_path_factory.mktemp("comfy_base"))
+
+
+@pytest.fixture(scope="session")
+def models_dir(comfy_host) -> Path:
+    return comfy_host.models_dir
+
+
+@pytest.fixture(scope="session")
+def host_weights(comfy_host) -> dict[str, Path]:
+    """Random full-size host encoders + tiny UNets, written once per session (see demo_weights)."""
+    from scripts.demo_weights import write_all
+
+    return write_all(comfy_host.models_dir)
+
+
+@pytest.fixture(scope="session")
+def host_encoder_weights(comfy_host) -> dict[str, Path]:
+    """Only the host's own encoders (VAE, CLIP-H text, CLIP ViT-H vision)."""
+    from scripts.demo_weights import write_host_encoders
+
+    return write_host_encoders(comfy_host.models_dir)
+
+
+@pytest.fixture(scope="session")
+def object_info(comfy_host) -> dict:
+    return comfy_host.object_info()
+
+
+@pytest.fixture
+def run_prompt(comfy_host):
+    return comfy_host.run_prompt
+
+
+def workflow_api(name: str, object_info: dict) -> dict:
+    from scripts.workflow_format import workflow_to_api
+
+    return workflow_to_api(WORKFLOWS_DIR / name, object_info)
+
+
+__all__ = ["PromptExecutionError", "PromptValidationError", "workflow_api", "WORKFLOWS_DIR"]
