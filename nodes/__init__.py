@@ -12,6 +12,7 @@ from comfy_api.latest import ComfyExtension, io
 # One module per stage; each exports NODES: list[type[io.ComfyNode]].
 NODE_MODULES: list[str] = [
     "plan",
+    "metrics",
 ]
 
 

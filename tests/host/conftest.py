@@ -45,8 +45,12 @@ def models_dir(comfy_host) -> Path:
 def host_weights(comfy_host) -> dict[str, Path]:
     """Random full-size host encoders + tiny UNets, written once per session (see demo_weights)."""
     from scripts.demo_weights import write_all
+    from streamingt2v_core.metrics.synthetic import write_evaluation_assets
 
-    return write_all(comfy_host.models_dir)
+    written = write_all(comfy_host.models_dir)
+    # evaluate_video.json loads a sample video from input/ and a tiny CLIP model
+    write_evaluation_assets(comfy_host.input_dir, comfy_host.models_dir)
+    return written
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +62,8 @@ def host_encoder_weights(comfy_host) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def object_info(comfy_host) -> dict:
+def object_info(comfy_host, host_weights) -> dict:
+    # after the weights: file-name combos (model loaders) list what is in the models folder
     return comfy_host.object_info()
 
 

@@ -24,6 +24,7 @@ CI_OVERRIDES = {
     "height": 64,
     "refine_width": 64,
     "refine_height": 64,
+    "size": 128,  # MAWE's working size (720 in the paper's protocol)
 }
 
 

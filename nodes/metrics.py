@@ -1,0 +1,358 @@
+"""Metric nodes: SCuts, MAWE and CLIP score of an IMAGE batch (the paper's Table 1 metrics).
+
+Each node is an output node (it runs without a downstream consumer), returns its number(s), the
+per-frame or per-pair series (``STREAMINGT2V_SERIES``) and a plot of that series over time as an
+IMAGE with scene cuts and the chunk seams of a chosen plan marked, and writes a JSON report to the
+output folder. The computation lives in :mod:`streamingt2v_core.metrics`.
+
+Model folders registered here (under the host's models directory):
+* ``raft``: torchvision RAFT-large weights (``raft_large_C_T_SKHT_V2-ff5fadd5.pth``) for MAWE;
+* ``streamingt2v_metrics``: open_clip checkpoints for the CLIP score (the host's ``clip`` /
+  ``text_encoders`` folder is searched too).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+import folder_paths
+import torch
+from comfy_api.latest import io, ui
+
+from streamingt2v_core.metrics.clip_score import OpenClipBundle, clip_score, load_open_clip, supported_architectures
+from streamingt2v_core.metrics.mawe import DEFAULT_COEFF, DEFAULT_SIZE, load_raft_large, make_flow_backend, motion_aware_warp_error
+from streamingt2v_core.metrics.plot import PLAN_CHOICES, chunk_marks, plot_series
+from streamingt2v_core.metrics.scuts import count_scene_cuts
+
+RAFT_FOLDER = "raft"
+CLIP_FOLDER = "streamingt2v_metrics"
+HOST_CLIP_FOLDER = "text_encoders"  # the host maps the legacy "clip" folder name onto this one
+NO_FILE = "none"
+AUTO = "auto"
+
+
+def _register_folder(name: str) -> None:
+    """Make models/<name> a model folder with the usual weight extensions (idempotent)."""
+    path = os.path.join(folder_paths.models_dir, name)
+    if name in folder_paths.folder_names_and_paths:
+        folder_paths.add_model_folder_path(name, path)
+    else:
+        folder_paths.folder_names_and_paths[name] = ([path], set(folder_paths.supported_pt_extensions))
+
+
+_register_folder(RAFT_FOLDER)
+_register_folder(CLIP_FOLDER)
+
+Series = io.Custom("STREAMINGT2V_SERIES")
+"""A metric series: dict with ``metric``, ``name``, ``x`` (frame positions; i + 0.5 for pairs),
+``values``, ``num_frames``, ``cut_frames`` and the report's other fields."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers shared by the three nodes
+# ---------------------------------------------------------------------------------------------
+
+
+def _plan_input() -> io.Combo.Input:
+    return io.Combo.Input(
+        "chunk_plan", options=list(PLAN_CHOICES), default="extension",
+        tooltip="Whose chunk seams to mark on the plot: the extender's chunks (first 16 frames, then 8 new "
+                "frames per chunk), the refiner's 24-frame windows overlapping by 8, or none.",
+    )
+
+
+def _prefix_input(default: str) -> io.String.Input:
+    return io.String.Input("filename_prefix", default=default,
+                           tooltip="Where the JSON report goes, relative to the output folder.")
+
+
+def _progress(total: int):
+    import comfy.model_management
+    import comfy.utils
+
+    bar = comfy.utils.ProgressBar(total)
+
+    def update(done: int, _total: int) -> None:
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        bar.update_absolute(done, total)
+
+    return update
+
+
+def _write_report(filename_prefix: str, report: dict[str, Any]) -> str:
+    output_dir = folder_paths.get_output_directory()
+    folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, output_dir)
+    os.makedirs(folder, exist_ok=True)
+    name = f"{filename}_{counter:05}_.json"
+    with open(os.path.join(folder, name), "w", encoding="utf-8") as handle:
+        json.dump(_json_safe(report), handle, indent=2, allow_nan=False)
+    return os.path.join(subfolder, name)
+
+
+def _json_safe(value: Any) -> Any:
+    """Strict JSON: NaN/inf become null (the reports say which values are undefined)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _plot_image(array) -> torch.Tensor:
+    return torch.from_numpy(array).float().div(255.0).unsqueeze(0)
+
+
+def _series(metric: str, name: str, x: list[float], values: list[float], num_frames: int,
+            cut_frames: list[int] | None = None, **extra: Any) -> dict[str, Any]:
+    return {"metric": metric, "name": name, "x": x, "values": values, "num_frames": num_frames,
+            "cut_frames": list(cut_frames or []), **extra}
+
+
+def _device() -> torch.device:
+    import comfy.model_management
+
+    return comfy.model_management.get_torch_device()
+
+
+_RAFT_CACHE: dict[tuple, torch.nn.Module] = {}
+_CLIP_CACHE: dict[tuple, OpenClipBundle] = {}
+
+
+def _cached(cache: dict, key: tuple, load):
+    if key not in cache:
+        cache.clear()  # keep one model of each kind: they are big and rarely alternate
+        cache[key] = load()
+    return cache[key]
+
+
+def _file_key(path: str) -> tuple:
+    return (path, os.path.getmtime(path), os.path.getsize(path))
+
+
+# ---------------------------------------------------------------------------------------------
+# SCuts
+# ---------------------------------------------------------------------------------------------
+
+
+class SCutsNode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="StreamingT2VSCuts",
+            display_name="StreamingT2V SCuts",
+            category="StreamingT2V/metrics",
+            description="Scene cuts PySceneDetect's AdaptiveDetector finds with its default parameters (the paper's "
+                        "SCuts; a consistent long video has none), with the per-frame content change plotted.",
+            inputs=[
+                io.Image.Input("images", tooltip="The video frames to evaluate."),
+                io.Float.Input("fps", default=8.0, min=0.1, max=240.0, step=0.1,
+                               tooltip="Frame rate of the video (for the detector's timecodes; its minimum scene "
+                                       "length of 15 is counted in frames)."),
+                _plan_input(),
+                _prefix_input("StreamingT2V/metrics/scuts"),
+            ],
+            outputs=[
+                io.Int.Output("scuts", tooltip="Number of scene cuts (SCuts)."),
+                io.String.Output("cut_frames", tooltip="First frame of each new scene, comma separated."),
+                Series.Output("series", tooltip="Per-frame content change (content_val) with the cuts."),
+                io.Image.Output("plot", tooltip="The series over time; red lines: cuts, grey: chunk seams."),
+            ],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, images: torch.Tensor, fps: float, chunk_plan: str, filename_prefix: str) -> io.NodeOutput:
+        result = count_scene_cuts(images, fps=fps)
+        num_frames = int(images.shape[0])
+        marks = chunk_marks(chunk_plan, num_frames)
+        plot = plot_series(result.content_val, title=f"SCuts = {result.num_cuts} (AdaptiveDetector content_val)",
+                           y_label="content_val", num_frames=num_frames, cut_frames=result.cut_frames, marks=marks)
+        report = {**result.to_report(), "num_frames": num_frames, "fps": fps, "chunk_plan": chunk_plan}
+        path = _write_report(filename_prefix, report)
+        series = _series("SCuts", "content_val", [float(i) for i in range(num_frames)], result.content_val,
+                         num_frames, result.cut_frames, scuts=result.num_cuts)
+        cuts_text = ", ".join(str(c) for c in result.cut_frames)
+        summary = f"SCuts: {result.num_cuts}" + (f" (at frames {cuts_text})" if cuts_text else "") + f"\nreport: {path}"
+        return io.NodeOutput(result.num_cuts, cuts_text, series, _plot_image(plot), ui=ui.PreviewText(summary))
+
+
+# ---------------------------------------------------------------------------------------------
+# MAWE
+# ---------------------------------------------------------------------------------------------
+
+
+class MAWENode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="StreamingT2VMAWE",
+            display_name="StreamingT2V MAWE",
+            category="StreamingT2V/metrics",
+            description="Motion-aware warp error as the official mawe.py computes it (720x720, forward warp, "
+                        "c = 9.5; lower is better). RAFT-large from the models/raft folder gives the paper's "
+                        "number; without it OpenCV DIS flow is used and the number is not comparable to the paper.",
+            inputs=[
+                io.Image.Input("images", tooltip="The video frames to evaluate (at least 2)."),
+                io.Combo.Input("flow_backend", options=[AUTO, "raft", "dis"], default=AUTO,
+                               tooltip="Optical flow: auto = RAFT-large when a weights file is selected or present "
+                                       "in models/raft, else OpenCV DIS; raft = require RAFT; dis = always DIS."),
+                io.Combo.Input("raft_weights", options=[NO_FILE] + folder_paths.get_filename_list(RAFT_FOLDER),
+                               default=NO_FILE,
+                               tooltip="torchvision RAFT-large weights in models/raft "
+                                       "(raft_large_C_T_SKHT_V2-ff5fadd5.pth, the official metric's weights)."),
+                io.Float.Input("coeff", default=DEFAULT_COEFF, min=0.01, max=1000.0, step=0.1,
+                               tooltip="The c in W_t / (c * OF_t); the official default is 9.5."),
+                io.Int.Input("size", default=DEFAULT_SIZE, min=64, max=2048, step=8,
+                             tooltip="Frames are resized to size x size first; the official metric uses 720."),
+                _plan_input(),
+                _prefix_input("StreamingT2V/metrics/mawe"),
+            ],
+            outputs=[
+                io.Float.Output("mawe", tooltip="MAWE as the official code defines it: mean over pairs of "
+                                                "W_t / (c * OF_t) (explodes on near-static pairs)."),
+                io.Float.Output("mawe_robust", tooltip="Robust variant (ours): mean(W_t) / (c * mean(OF_t)), the "
+                                                       "ratio of means."),
+                io.String.Output("flow_used", tooltip="The flow backend that produced the numbers (raft_large "
+                                                         "is comparable to the paper, opencv_dis_medium is not)."),
+                Series.Output("series", tooltip="Per-pair W_t / (c * OF_t), with warp errors and motions."),
+                io.Image.Output("plot", tooltip="The per-pair series over time with chunk seams marked."),
+            ],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, images: torch.Tensor, flow_backend: str, raft_weights: str, coeff: float, size: int,
+                chunk_plan: str, filename_prefix: str) -> io.NodeOutput:
+        if images.shape[0] < 2:
+            raise ValueError(f"images: MAWE needs at least 2 frames (pairs of consecutive frames), got {images.shape[0]}")
+        raft_path = cls._raft_path(flow_backend, raft_weights)
+        device = _device()
+        raft_model = None
+        if raft_path is not None:
+            raft_model = _cached(_RAFT_CACHE, _file_key(raft_path), lambda: load_raft_large(raft_path, "cpu"))
+        backend = make_flow_backend("raft" if raft_model is not None else "dis", raft_model=raft_model,
+                                    device=device if raft_model is not None else "cpu")
+        try:
+            result = motion_aware_warp_error(images, backend, coeff=coeff, size=size,
+                                             progress=_progress(int(images.shape[0]) - 1))
+        finally:
+            if raft_model is not None:
+                raft_model.to("cpu")
+        num_frames = int(images.shape[0])
+        x = [i + 0.5 for i in range(num_frames - 1)]
+        marks = chunk_marks(chunk_plan, num_frames)
+        note = "" if result.comparable_to_paper else " - not comparable to the paper"
+        plot = plot_series(result.ratios, x=x, num_frames=num_frames, marks=marks,
+                           title=f"MAWE = {result.mawe:.3g} (robust {result.mawe_robust:.3g}), {result.backend}{note}",
+                           y_label="W_t / (c OF_t)", x_label="frame (pair t, t+1 at t + 0.5)")
+        report = {**result.to_report(), "num_frames": num_frames, "chunk_plan": chunk_plan,
+                  "raft_weights": os.path.basename(raft_path) if raft_path else None}
+        path = _write_report(filename_prefix, report)
+        series = _series("MAWE", "W_t / (c * OF_t)", x, result.ratios, num_frames,
+                         warp_errors=result.warp_errors, motions=result.motions, backend=result.backend)
+        summary = (f"MAWE (official, mean of ratios): {result.mawe:.4g}\n"
+                   f"MAWE (robust, ratio of means): {result.mawe_robust:.4g}\n"
+                   f"flow: {result.backend}" + ("" if result.comparable_to_paper else
+                                                " (NOT comparable to the paper's RAFT-large numbers)")
+                   + (f"\n{len(result.low_motion_pairs)} near-static pair(s)" if result.low_motion_pairs else "")
+                   + f"\nreport: {path}")
+        return io.NodeOutput(result.mawe, result.mawe_robust, result.backend, series, _plot_image(plot),
+                             ui=ui.PreviewText(summary))
+
+    @staticmethod
+    def _raft_path(flow_backend: str, raft_weights: str) -> str | None:
+        if flow_backend == "dis":
+            return None
+        if raft_weights != NO_FILE:
+            return folder_paths.get_full_path_or_raise(RAFT_FOLDER, raft_weights)
+        available = folder_paths.get_filename_list(RAFT_FOLDER)
+        if available:
+            return folder_paths.get_full_path_or_raise(RAFT_FOLDER, available[0])
+        if flow_backend == "raft":
+            raise ValueError("raft_weights: flow_backend is 'raft' but no RAFT-large weights file is selected or "
+                             f"present in {folder_paths.get_folder_paths(RAFT_FOLDER)}; put torchvision's "
+                             "raft_large_C_T_SKHT_V2-ff5fadd5.pth there, or use 'auto'/'dis'")
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# CLIP score
+# ---------------------------------------------------------------------------------------------
+
+
+def _clip_files() -> list[str]:
+    files = list(folder_paths.get_filename_list(CLIP_FOLDER))
+    files += [f for f in folder_paths.get_filename_list(HOST_CLIP_FOLDER) if f not in files]
+    return files
+
+
+def _clip_path(name: str) -> str:
+    for folder in (CLIP_FOLDER, HOST_CLIP_FOLDER):
+        path = folder_paths.get_full_path(folder, name)
+        if path is not None:
+            return path
+    raise ValueError(f"clip_checkpoint: {name!r} not found in models/{CLIP_FOLDER} or models/clip")
+
+
+class CLIPScoreNode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="StreamingT2VCLIPScore",
+            display_name="StreamingT2V CLIP Score",
+            category="StreamingT2V/metrics",
+            description="Text-video alignment: mean over frames of 100 x cosine(text, frame) with an open_clip "
+                        "model from a local checkpoint (the paper's CLIP score; OpenCLIP ViT-H-14 by default).",
+            inputs=[
+                io.Image.Input("images", tooltip="The video frames to evaluate."),
+                io.String.Input("prompt", multiline=True, default="",
+                                tooltip="The text the video was generated from."),
+                io.Combo.Input("clip_checkpoint", options=_clip_files(),
+                               tooltip=f"A full open_clip checkpoint (image and text towers) in models/{CLIP_FOLDER} "
+                                       "or models/clip, e.g. open_clip_model.safetensors of "
+                                       "laion/CLIP-ViT-H-14-laion2B-s32B-b79K."),
+                io.Combo.Input("architecture", options=[AUTO] + supported_architectures(), default=AUTO,
+                               tooltip="open_clip architecture; auto reads it from the file (its shapes or its "
+                                       "open_clip_config metadata)."),
+                _plan_input(),
+                _prefix_input("StreamingT2V/metrics/clip_score"),
+            ],
+            outputs=[
+                io.Float.Output("clip_score", tooltip="Mean over frames of 100 x cosine similarity."),
+                Series.Output("series", tooltip="Per-frame 100 x cosine similarity."),
+                io.Image.Output("plot", tooltip="The per-frame score over time with chunk seams marked."),
+            ],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, images: torch.Tensor, prompt: str, clip_checkpoint: str, architecture: str, chunk_plan: str,
+                filename_prefix: str) -> io.NodeOutput:
+        if not prompt.strip():
+            raise ValueError("prompt: the CLIP score needs the text the video was generated from; got an empty prompt")
+        path = _clip_path(clip_checkpoint)
+        bundle = _cached(_CLIP_CACHE, (*_file_key(path), architecture),
+                         lambda: load_open_clip(path, architecture, device="cpu"))
+        device = _device()
+        try:
+            result = clip_score(images, prompt, bundle, device=device, progress=_progress(int(images.shape[0])))
+        finally:
+            bundle.model.to("cpu")
+        num_frames = int(images.shape[0])
+        marks = chunk_marks(chunk_plan, num_frames)
+        plot = plot_series(result.per_frame, num_frames=num_frames, marks=marks,
+                           title=f"CLIP score = {result.score:.2f} ({result.architecture})", y_label="100 x cos")
+        report = {**result.to_report(), "num_frames": num_frames, "chunk_plan": chunk_plan,
+                  "other_matching_architectures": bundle.other_matches}
+        report_path = _write_report(filename_prefix, report)
+        series = _series("CLIP score", "100 x cos(text, frame)", [float(i) for i in range(num_frames)],
+                         result.per_frame, num_frames, architecture=result.architecture)
+        summary = f"CLIP score: {result.score:.2f} ({result.architecture})\nreport: {report_path}"
+        return io.NodeOutput(result.score, series, _plot_image(plot), ui=ui.PreviewText(summary))
+
+
+NODES = [SCutsNode, MAWENode, CLIPScoreNode]
