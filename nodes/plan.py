@@ -44,11 +44,11 @@ class FramePlanNode(io.ComfyNode):
                 io.Int.Input("refine_overlap", default=8, min=0, max=1023, tooltip="Frames shared by neighbouring refiner windows (the paper uses 8); must be smaller than refine_chunk."),
             ],
             outputs=[
-                io.Int.Output("frames", tooltip="The target length, to wire into the extender's total_frames."),
-                io.Int.Output("extension_chunks", tooltip="Chunks the extender samples, the first included."),
-                io.Int.Output("refiner_windows", tooltip="Windows the refiner denoises at every step."),
-                io.Float.Output("seconds", tooltip="Duration at the given fps."),
-                io.String.Output("summary", tooltip="The plan in words."),
+                io.Int.Output("frames", display_name="frames", tooltip="The target length, to wire into the extender's total_frames."),
+                io.Int.Output("extension_chunks", display_name="extension_chunks", tooltip="Chunks the extender samples, the first included."),
+                io.Int.Output("refiner_windows", display_name="refiner_windows", tooltip="Windows the refiner denoises at every step."),
+                io.Float.Output("seconds", display_name="seconds", tooltip="Duration at the given fps."),
+                io.String.Output("summary", display_name="summary", tooltip="The plan in words."),
             ],
             is_output_node=True,
         )

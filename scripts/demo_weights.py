@@ -173,6 +173,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sys.path.insert(0, str(args.host))
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    # import the host the way it runs here: no argument parsing of our argv, CPU
+    import comfy.options
+
+    comfy.options.enable_args_parsing(False)
+    from comfy.cli_args import args as host_args
+
+    host_args.cpu = True
     for name, path in write_all(args.models_dir, seed=args.seed).items():
         print(f"{name}: {path}")
     return 0
