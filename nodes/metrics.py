@@ -156,10 +156,10 @@ class SCutsNode(io.ComfyNode):
                 _prefix_input("StreamingT2V/metrics/scuts"),
             ],
             outputs=[
-                io.Int.Output("scuts", tooltip="Number of scene cuts (SCuts)."),
-                io.String.Output("cut_frames", tooltip="First frame of each new scene, comma separated."),
-                Series.Output("series", tooltip="Per-frame content change (content_val) with the cuts."),
-                io.Image.Output("plot", tooltip="The series over time; red lines: cuts, grey: chunk seams."),
+                io.Int.Output("scuts", display_name="scuts", tooltip="Number of scene cuts (SCuts)."),
+                io.String.Output("cut_frames", display_name="cut_frames", tooltip="First frame of each new scene, comma separated."),
+                Series.Output("series", display_name="series", tooltip="Per-frame content change (content_val) with the cuts."),
+                io.Image.Output("plot", display_name="plot", tooltip="The series over time; red lines: cuts, grey: chunk seams."),
             ],
             is_output_node=True,
         )
@@ -212,14 +212,14 @@ class MAWENode(io.ComfyNode):
                 _prefix_input("StreamingT2V/metrics/mawe"),
             ],
             outputs=[
-                io.Float.Output("mawe", tooltip="MAWE as the official code defines it: mean over pairs of "
+                io.Float.Output("mawe", display_name="mawe", tooltip="MAWE as the official code defines it: mean over pairs of "
                                                 "W_t / (c * OF_t) (explodes on near-static pairs)."),
-                io.Float.Output("mawe_robust", tooltip="Robust variant (ours): mean(W_t) / (c * mean(OF_t)), the "
+                io.Float.Output("mawe_robust", display_name="mawe_robust", tooltip="Robust variant (ours): mean(W_t) / (c * mean(OF_t)), the "
                                                        "ratio of means."),
-                io.String.Output("flow_used", tooltip="The flow backend that produced the numbers (raft_large "
+                io.String.Output("flow_used", display_name="flow_used", tooltip="The flow backend that produced the numbers (raft_large "
                                                          "is comparable to the paper, opencv_dis_medium is not)."),
-                Series.Output("series", tooltip="Per-pair W_t / (c * OF_t), with warp errors and motions."),
-                io.Image.Output("plot", tooltip="The per-pair series over time with chunk seams marked."),
+                Series.Output("series", display_name="series", tooltip="Per-pair W_t / (c * OF_t), with warp errors and motions."),
+                io.Image.Output("plot", display_name="plot", tooltip="The per-pair series over time with chunk seams marked."),
             ],
             is_output_node=True,
         )
@@ -322,9 +322,9 @@ class CLIPScoreNode(io.ComfyNode):
                 _prefix_input("StreamingT2V/metrics/clip_score"),
             ],
             outputs=[
-                io.Float.Output("clip_score", tooltip="Mean over frames of 100 x cosine similarity."),
-                Series.Output("series", tooltip="Per-frame 100 x cosine similarity."),
-                io.Image.Output("plot", tooltip="The per-frame score over time with chunk seams marked."),
+                io.Float.Output("clip_score", display_name="clip_score", tooltip="Mean over frames of 100 x cosine similarity."),
+                Series.Output("series", display_name="series", tooltip="Per-frame 100 x cosine similarity."),
+                io.Image.Output("plot", display_name="plot", tooltip="The per-frame score over time with chunk seams marked."),
             ],
             is_output_node=True,
         )
