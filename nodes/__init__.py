@@ -11,6 +11,9 @@ from comfy_api.latest import ComfyExtension, io
 
 # One module per stage; each exports NODES: list[type[io.ComfyNode]].
 NODE_MODULES: list[str] = [
+    "loader",
+    "initial_chunk",
+    "extend",
     "plan",
     "metrics",
 ]
