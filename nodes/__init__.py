@@ -16,6 +16,8 @@ NODE_MODULES: list[str] = [
     "extend",
     "plan",
     "metrics",
+    "context_blend",
+    "refine",
 ]
 
 

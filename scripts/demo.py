@@ -57,14 +57,13 @@ def apply_options(api: dict, args: argparse.Namespace) -> dict:
             inputs["total_frames"] = args.frames
         if args.steps is not None and "steps" in inputs and not isinstance(inputs["steps"], list):
             inputs["steps"] = args.steps
-        for key in ("width", "height"):
-            value = getattr(args, key)
-            if value is not None and key in inputs and not isinstance(inputs[key], list) and node["class_type"].startswith("StreamingT2VInitial"):
-                inputs[key] = value
-        for key in ("refine_width", "refine_height"):
-            value = getattr(args, key)
+        sizes = {"StreamingT2VInitialChunk": (args.width, args.height), "StreamingT2VExtend": (args.width, args.height),
+                 "StreamingT2VRefine": (args.refine_width, args.refine_height)}.get(node["class_type"])
+        for key, value in zip(("width", "height"), sizes or ()):
             if value is not None and key in inputs and not isinstance(inputs[key], list):
                 inputs[key] = value
+        if args.metric_size is not None and node["class_type"] == "StreamingT2VMAWE":
+            inputs["size"] = args.metric_size
     return api
 
 
@@ -89,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=None, help="first-chunk width (default: 64 on demo weights)")
     parser.add_argument("--height", type=int, default=None, help="first-chunk height (default: 64 on demo weights)")
     parser.add_argument("--refine-width", dest="refine_width", type=int, default=None, help="refiner working width (default: 128 on demo weights)")
-    parser.add_argument("--refine-height", dest="refine_height", type=int, default=None, help="refiner working height (default: 128 on demo weights)")
+    parser.add_argument("--refine-height", dest="refine_height", type=int, default=None, help="refiner working height (default: 144 on demo weights; the MS-Vid2Vid-XL UNet takes heights of 16 + 64k px)")
+    parser.add_argument("--metric-size", dest="metric_size", type=int, default=None, help="MAWE working size (default: 720, the paper's; 128 on demo weights)")
     parser.add_argument("--models", type=Path, default=REPO_ROOT / "models", help="models folder (ComfyUI layout; default ./models)")
     parser.add_argument("--workdir", type=Path, default=REPO_ROOT / ".demo", help="host base folder: output/, input/, temp/")
     parser.add_argument("--workflow", default=None, help="workflow file name in workflows/ (default: the full pipeline)")
@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         args.width = args.width or 64
         args.height = args.height or 64
         args.refine_width = args.refine_width or 128
-        args.refine_height = args.refine_height or 128
+        args.refine_height = args.refine_height or 144
+        args.metric_size = args.metric_size or 128
 
     api = apply_options(workflow_to_api(workflow, host.object_info()), args)
     started = time.time()
