@@ -15,36 +15,18 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import device_name  # noqa: E402
 
 import torch  # noqa: E402
 
 from streamingt2v_core.sampling.plans import refiner_plan  # noqa: E402
 from streamingt2v_core.sampling.synthetic import SEAM_ABLATION, run_seam_ablation  # noqa: E402
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"CPU {cpu}, {torch.get_num_threads()} torch threads, {os.cpu_count()} cores visible"
 
 
 def main(argv: list[str] | None = None) -> None:
