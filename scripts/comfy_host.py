@@ -121,42 +121,45 @@ class Host:
         PromptExecutionError with the host's message.
         """
         with self._lock:
-            prompt_id = str(uuid.uuid4())
-            if outputs is None:
-                valid = asyncio.run(self.execution.validate_prompt(prompt_id, prompt, None))
-                if not valid[0]:
-                    raise PromptValidationError(_format_validation(valid[1], valid[3]))
-                targets = list(valid[2])
-            else:
-                # Nodes that are not output nodes are validated (recursively, with their inputs)
-                # by the same host function validate_prompt uses for output nodes.
-                targets = list(outputs)
-                problems = asyncio.run(self._validate_nodes(prompt_id, prompt, targets))
-                if problems:
-                    raise PromptValidationError("\n".join(problems))
-            self.server.messages.clear()
-            self.executor.execute(prompt, prompt_id, {"client_id": None}, targets)
-            if not self.executor.success:
-                for event, data in reversed(self.executor.status_messages):
-                    if event == "execution_error":
-                        raise PromptExecutionError(
-                            f"{data['node_type']} (node {data['node_id']}): {data['exception_type']}: {data['exception_message']}",
-                            data["node_id"], data["node_type"], data["exception_type"],
-                        )
-                    if event == "execution_interrupted":
-                        raise PromptExecutionError(
-                            f"interrupted in {data['node_type']} (node {data['node_id']})",
-                            data["node_id"], data["node_type"], "InterruptProcessingException",
-                        )
-                raise PromptExecutionError("execution failed without an error message", None, None, None)
-            results: dict[str, list] = {}
-            for node_id in prompt:
-                entry = self.executor.caches.outputs.get(node_id)
-                if entry is None:
-                    continue
-                values = entry.outputs if hasattr(entry, "outputs") else entry
-                results[node_id] = [v[0] if isinstance(v, list) and len(v) == 1 else v for v in values]
-            return results
+            return _in_worker_thread(lambda: self._run_prompt(prompt, outputs))
+
+    def _run_prompt(self, prompt: dict, outputs: list[str] | None) -> dict[str, list]:
+        prompt_id = str(uuid.uuid4())
+        if outputs is None:
+            valid = asyncio.run(self.execution.validate_prompt(prompt_id, prompt, None))
+            if not valid[0]:
+                raise PromptValidationError(_format_validation(valid[1], valid[3]))
+            targets = list(valid[2])
+        else:
+            # Nodes that are not output nodes are validated (recursively, with their inputs)
+            # by the same host function validate_prompt uses for output nodes.
+            targets = list(outputs)
+            problems = asyncio.run(self._validate_nodes(prompt_id, prompt, targets))
+            if problems:
+                raise PromptValidationError("\n".join(problems))
+        self.server.messages.clear()
+        self.executor.execute(prompt, prompt_id, {"client_id": None}, targets)
+        if not self.executor.success:
+            for event, data in reversed(self.executor.status_messages):
+                if event == "execution_error":
+                    raise PromptExecutionError(
+                        f"{data['node_type']} (node {data['node_id']}): {data['exception_type']}: {data['exception_message']}",
+                        data["node_id"], data["node_type"], data["exception_type"],
+                    )
+                if event == "execution_interrupted":
+                    raise PromptExecutionError(
+                        f"interrupted in {data['node_type']} (node {data['node_id']})",
+                        data["node_id"], data["node_type"], "InterruptProcessingException",
+                    )
+            raise PromptExecutionError("execution failed without an error message", None, None, None)
+        results: dict[str, list] = {}
+        for node_id in prompt:
+            entry = self.executor.caches.outputs.get(node_id)
+            if entry is None:
+                continue
+            values = entry.outputs if hasattr(entry, "outputs") else entry
+            results[node_id] = [v[0] if isinstance(v, list) and len(v) == 1 else v for v in values]
+        return results
 
     async def _validate_nodes(self, prompt_id: str, prompt: dict, node_ids: list[str]) -> list[str]:
         validated: dict = {}
@@ -176,6 +179,29 @@ class Host:
     def ui_outputs(self) -> dict:
         """UI outputs (saved files, preview texts) of the last run, as the history API shows them."""
         return (self.executor.history_result or {}).get("outputs", {})
+
+
+def _in_worker_thread(fn):
+    """Run fn() in a fresh thread and return its result (re-raising its exception).
+
+    The host runs prompts in a worker thread of its own (main.py's prompt_worker), and its
+    executor calls asyncio.run(); a caller whose thread already runs an event loop (pytest with
+    Playwright's sync API, a notebook) could not do that in its own thread.
+    """
+    box: dict = {}
+
+    def target():
+        try:
+            box["result"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, name="streamingt2v-host-worker")
+    worker.start()
+    worker.join()
+    if "error" in box:
+        raise box["error"]
+    return box.get("result")
 
 
 def _format_validation(error: dict, node_errors: dict) -> str:
@@ -247,7 +273,7 @@ def boot_host(base_dir: Path, models_dir: Path | None = None) -> Host:
     loop = asyncio.new_event_loop()
     host_server.PromptServer(loop)
 
-    asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
+    _in_worker_thread(lambda: asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False)))
     server = _SilentServer()
     executor = execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC, cache_args={"lru": 0, "ram": 0})
     _HOST = Host(base_dir=base_dir, nodes=nodes, execution=execution, folder_paths=folder_paths, server=server, executor=executor)

@@ -8,4 +8,5 @@ if [ -f "$ROOT/scripts/install_browser.sh" ]; then
   bash "$ROOT/scripts/install_browser.sh"
 fi
 cd "$ROOT"
-exec "$ROOT/.venv/bin/python" -m pytest tests "$@"
+# browser tests last: Playwright's sync API keeps an event loop running in the main thread
+exec "$ROOT/.venv/bin/python" -m pytest tests/core tests/host tests/browser "$@"
