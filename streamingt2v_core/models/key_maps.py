@@ -53,6 +53,20 @@ REPACK_SKIPPED_PARTS: dict[str, str] = {
 }
 
 
+def read_key_list(path) -> dict[str, tuple[int, ...]]:
+    """Read a `key<TAB>shape` list (the format of `inspect --keys` and of the official key lists).
+
+    The shape is comma-separated ints; a 0-dim tensor has an empty shape field.
+    """
+    from pathlib import Path
+
+    out: dict[str, tuple[int, ...]] = {}
+    for line in Path(path).read_text().splitlines():
+        key, shape = line.split("\t")
+        out[key] = tuple(int(x) for x in shape.split(",")) if shape else ()
+    return out
+
+
 def official_to_repack_key(key: str) -> str:
     """Rename an official extender key (``base_model.``/``unet.``/``resampler.``) to the community repack naming."""
     for repack_prefix, official_prefix in REPACK_PREFIX_TO_OFFICIAL.items():

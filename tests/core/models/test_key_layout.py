@@ -15,6 +15,7 @@ from streamingt2v_core.models import (
     UNet3D,
     UNet3DConfig,
 )
+from streamingt2v_core.models.key_maps import read_key_list
 
 # The contract: the official checkpoints' key lists, copied into the repository from
 # shared/reference/official_keys (see tests/data/official_keys/README.md).
@@ -22,11 +23,7 @@ KEYS_DIR = Path(__file__).resolve().parents[2] / "data" / "official_keys"
 
 
 def _read_tsv(name: str) -> dict[str, tuple[int, ...]]:
-    out = {}
-    for line in (KEYS_DIR / name).read_text().splitlines():
-        key, shape = line.split("\t")
-        out[key] = tuple(int(x) for x in shape.split(",")) if shape else ()
-    return out
+    return read_key_list(KEYS_DIR / name)
 
 
 def _shapes(module: torch.nn.Module, prefix: str = "") -> dict[str, tuple[int, ...]]:

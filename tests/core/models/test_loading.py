@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from safetensors.torch import save_file
 
 from streamingt2v_core.models import RefinerUNetConfig, UNet3D, UNet3DConfig
 from streamingt2v_core.models.key_maps import (
+    read_key_list,
     UNetKeyMap,
     UNetLayout,
     compare_ldm_map,
@@ -39,11 +41,7 @@ _SUFFIX = {"official_streaming_t2v_ckpt": ".ckpt", "ms_vid2vid_xl": ".pth"}
 
 
 def _read_tsv(name: str) -> dict[str, tuple[int, ...]]:
-    out = {}
-    for line in (KEYS_DIR / name).read_text().splitlines():
-        key, shape = line.split("\t")
-        out[key] = tuple(int(x) for x in shape.split(",")) if shape else ()
-    return out
+    return read_key_list(KEYS_DIR / name)
 
 
 def _assert_state_equal(
