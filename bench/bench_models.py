@@ -106,19 +106,9 @@ def _diffusers_unet(cfg: UNet3DConfig, device: torch.device, dtype: torch.dtype)
         return None
     diffusers_logging.set_verbosity_error()  # its "cast with to()" advice does not apply to random weights
     with torch.device(device):
-        model = UNet3DConditionModel(
-            sample_size=cfg.sample_size,
-            in_channels=cfg.in_channels,
-            out_channels=cfg.out_channels,
-            down_block_types=cfg.down_block_types,
-            up_block_types=cfg.up_block_types,
-            block_out_channels=cfg.block_out_channels,
-            layers_per_block=cfg.layers_per_block,
-            cross_attention_dim=cfg.cross_attention_dim,
-            attention_head_dim=cfg.attention_head_dim,
-            norm_num_groups=cfg.norm_num_groups,
-            norm_eps=cfg.norm_eps,
-        )
+        kwargs = cfg.diffusers_kwargs()
+        kwargs.pop("downsample_padding")  # timing reference: diffusers' own ModelScope resampling
+        model = UNet3DConditionModel(**kwargs)
     return model.to(dtype).eval()
 
 

@@ -183,6 +183,27 @@ class UNet3DConfig(_ConfigBase):
                 ch.append(c)
         return ch
 
+    def diffusers_kwargs(self) -> dict:
+        """Constructor arguments of diffusers' ``UNet3DConditionModel`` for the same architecture.
+
+        The reference model of the equivalence test and the benchmark. ``attention_head_dim`` is
+        the head *size* for this model in diffusers (heads = C // 64 at full size).
+        """
+        return {
+            "sample_size": self.sample_size,
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "down_block_types": self.down_block_types,
+            "up_block_types": self.up_block_types,
+            "block_out_channels": self.block_out_channels,
+            "layers_per_block": self.layers_per_block,
+            "cross_attention_dim": self.cross_attention_dim,
+            "attention_head_dim": self.attention_head_dim,
+            "norm_num_groups": self.norm_num_groups,
+            "norm_eps": self.norm_eps,
+            "downsample_padding": self.downsample_padding,
+        }
+
     @classmethod
     def full(cls) -> "UNet3DConfig":
         """The published ModelScope T2V sizes (1.41 B parameters)."""

@@ -36,20 +36,7 @@ def _inputs(batch: int = 2, frames: int = 16, h: int = 8, w: int = 8, seed: int 
 
 def _diffusers_unet(cfg: UNet3DConfig):
     diffusers = pytest.importorskip("diffusers")
-    return diffusers.UNet3DConditionModel(
-        sample_size=cfg.sample_size,
-        in_channels=cfg.in_channels,
-        out_channels=cfg.out_channels,
-        down_block_types=cfg.down_block_types,
-        up_block_types=cfg.up_block_types,
-        block_out_channels=cfg.block_out_channels,
-        layers_per_block=cfg.layers_per_block,
-        cross_attention_dim=cfg.cross_attention_dim,
-        attention_head_dim=cfg.attention_head_dim,  # diffusers: the head *size* for this model (heads = C // 64)
-        norm_num_groups=cfg.norm_num_groups,
-        norm_eps=cfg.norm_eps,
-        downsample_padding=cfg.downsample_padding,
-    ).eval()
+    return diffusers.UNet3DConditionModel(**cfg.diffusers_kwargs()).eval()
 
 
 @pytest.mark.parametrize("size", [(8, 8), (6, 10)], ids=["8x8", "6x10-odd-upsample"])
