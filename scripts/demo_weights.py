@@ -7,7 +7,7 @@ No model hub is reachable here, so the demo and the host tests write their own w
   the meta device (so the key layout is exactly what the host loads) and filled with seeded
   random values;
 - our own UNets (base UNet3D, extender, MS-Vid2Vid-XL refiner) as tiny configs in the real
-  checkpoint layouts, through `streamingt2v_core.models.test_weights.write_tiny_checkpoint`.
+  checkpoint layouts, through `streamingt2v_core.models.tiny_checkpoints.write_tiny_checkpoint`.
 
 Every output of such weights is noise. The file names are the ones the workflows reference
 (`WEIGHT_FILES`). Must run with the host importable (sys.path has the ComfyUI folder).
@@ -138,7 +138,7 @@ def write_host_encoders(models_dir: Path, seed: int = 0, dtype: torch.dtype = to
 
 def write_pack_models(models_dir: Path, seed: int = 0) -> dict[str, Path]:
     """Write tiny random weights of our three UNets in their real checkpoint layouts."""
-    from streamingt2v_core.models.test_weights import write_tiny_checkpoint
+    from streamingt2v_core.models.tiny_checkpoints import write_tiny_checkpoint
 
     models_dir = Path(models_dir)
     layouts = {"base_unet3d": "diffusers", "extender": "converted", "refiner_unet": "converted"}

@@ -13,7 +13,7 @@ import torch
 
 from streamingt2v_core.__main__ import main
 from streamingt2v_core.models.loading import load_model
-from streamingt2v_core.models.test_weights import write_tiny_checkpoint
+from streamingt2v_core.models.tiny_checkpoints import write_tiny_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -23,7 +23,7 @@ def pack_module(name: str):
 
 def write_tiny_refiner(models_dir) -> str:
     """Tiny random MS-Vid2Vid-XL UNet in the real (LDM, ``non_ema_0035000.pth``) key layout."""
-    from streamingt2v_core.models.test_weights import write_tiny_checkpoint
+    from streamingt2v_core.models.tiny_checkpoints import write_tiny_checkpoint
 
     path = models_dir / TINY_REFINER
     if not path.exists():

@@ -31,7 +31,7 @@ from streamingt2v_core.models.loading import (
     load_model,
     save_converted,
 )
-from streamingt2v_core.models.test_weights import LAYOUTS, write_tiny_checkpoint
+from streamingt2v_core.models.tiny_checkpoints import LAYOUTS, write_tiny_checkpoint
 
 
 # The official checkpoints' key lists, copied into the repository (tests/data/official_keys).
