@@ -17,7 +17,7 @@ from typing import Literal, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["PLAN_CHOICES", "ChunkMarks", "chunk_marks", "plot_series"]
+__all__ = ["PLAN_CHOICES", "ChunkMarks", "chunk_marks", "plot_series", "stack_plots", "plot_drift_and_seams"]
 
 PLAN_CHOICES = ("none", "extension", "refiner")
 """Which chunk plan's boundaries to mark: none, the extender's chunks (first chunk 16, chunks of
@@ -117,6 +117,7 @@ def plot_series(
     marks: ChunkMarks | None = None,
     width: int = 768,
     height: int = 320,
+    cut_label: str = "scene cut",
 ) -> np.ndarray:
     """Draw a series over the frame axis; returns an RGB image ``[height, width, 3]`` uint8.
 
@@ -129,6 +130,7 @@ def plot_series(
         cut_frames: first frames of new scenes, drawn as red lines before them.
         marks: chunk boundaries from :func:`chunk_marks`.
         width, height: image size in pixels (at least 160 x 120).
+        cut_label: the legend's name for the red lines (e.g. joins that stand out).
 
     Raises:
         ValueError: ``x`` and ``values`` of different lengths, or a too small image.
@@ -211,7 +213,7 @@ def plot_series(
         image.paste(label, (2, int(top + plot_h / 2 - label.height / 2)))
     legend = []
     if len(cut_frames):
-        legend.append(("scene cut", _CUT))
+        legend.append((cut_label, _CUT))
     if marks.lines or marks.spans:
         legend.append((marks.label or "chunk boundary", _BOUNDARY))
     cursor = left + plot_w
@@ -236,3 +238,57 @@ def _dashed_vline(draw: ImageDraw.ImageDraw, x: float, y0: float, y1: float, col
     while y < y1:
         draw.line([(x, y), (x, min(y + 5, y1))], fill=colour, width=1)
         y += 9
+
+
+def stack_plots(images: Sequence[np.ndarray]) -> np.ndarray:
+    """Plots of one width stacked top to bottom into one RGB image.
+
+    Raises:
+        ValueError: no image, or images of different widths.
+    """
+    if not images:
+        raise ValueError("stack_plots needs at least one image")
+    widths = {int(image.shape[1]) for image in images}
+    if len(widths) != 1:
+        raise ValueError(f"stack_plots needs images of one width, got widths {sorted(widths)}")
+    return np.concatenate(list(images), axis=0)
+
+
+def plot_drift_and_seams(result, width: int = 768, panel_height: int = 260) -> np.ndarray:
+    """The Drift & Seams plot of a :class:`~streamingt2v_core.metrics.drift.DriftSeamsResult`.
+
+    Panels over the same frame axis, chunk boundaries dashed grey in each:
+
+    1. seams: the change of every pair of consecutive frames (at x = t + 0.5); the joins that stand
+       out as red lines, the title names the worst join;
+    2. colour drift: each frame's mean colour against the anchor chunk's (CIE76 delta E in CIELAB);
+    3. with embeddings: the cosine similarity of the embedded frames to the anchor frame.
+    """
+    num_frames = result.num_frames
+    if result.plan == "extension":
+        marks = ChunkMarks(lines=[s - 0.5 for s, _ in result.windows[1:]], label="chunk start")
+    else:
+        windows = result.windows
+        marks = ChunkMarks(spans=[(windows[i][0] - 0.5, windows[i - 1][1] - 0.5) for i in range(1, len(windows))],
+                           label="refiner overlap")
+    flagged = result.flagged_joins
+    worst = result.worst_join
+    worst_text = "" if worst is None else f"; worst join at frame {worst.frame} (x{worst.ratio:.2f})"
+    seam_text = f"{result.seam_score:.3f}" if math.isfinite(result.seam_score) else "undefined"
+    seams = plot_series(
+        result.pair_change, x=[i + 0.5 for i in range(num_frames - 1)], num_frames=num_frames, marks=marks,
+        cut_frames=[int(round(j.mark_x + 0.5)) for j in flagged], cut_label="join that stands out",
+        title=f"Seams: score {seam_text}, {len(flagged)} of {len(result.joins)} joins stand out{worst_text}",
+        y_label="mean |frame change|", x_label="frame (pair t, t+1 at t + 0.5)", width=width, height=panel_height)
+    drift = plot_series(
+        result.frame_delta_e, num_frames=num_frames, marks=marks, width=width, height=panel_height,
+        title=(f"Colour drift vs the anchor chunk: last chunk dE {_format(result.final_delta_e)}, "
+               f"{_format(result.drift_per_chunk)} dE per chunk"),
+        y_label="delta E (CIELAB)")
+    panels = [seams, drift]
+    if result.has_clip:
+        panels.append(plot_series(
+            result.clip_similarity, x=result.clip_frames, num_frames=num_frames, marks=marks, width=width,
+            height=panel_height, title="Image embedding similarity to the anchor frame (cosine)",
+            y_label="cos(frame, anchor)"))
+    return stack_plots(panels)
