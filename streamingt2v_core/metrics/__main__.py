@@ -4,6 +4,12 @@ Prints a Markdown table with SCuts, MAWE (official and robust, with the flow bac
 CLIP checkpoint is given, the CLIP score of each video, followed by the mean over videos (the
 paper's Table 1 reports such means). Videos are decoded with PyAV.
 
+``--drift`` adds the Drift & Seams numbers (:mod:`.drift`, colour only: no image encoder here):
+the video's seam score, its worst join and the joins that stand out, the last chunk's colour
+difference to the anchor chunk and the drift per chunk (CIELAB delta E), for the extender's chunk
+plan (``--first-chunk 16 --new-frames-per-chunk 8``) or the refiner's windows (``--drift-plan
+refiner``).
+
 Prompts for the CLIP score, first match wins: ``--prompts FILE.json`` (``{"name.mp4": "..."}``,
 by file name or stem), a sidecar ``name.txt`` next to the video, ``--prompt TEXT`` for all.
 
@@ -91,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-scuts", action="store_true", help="skip SCuts")
     parser.add_argument("--no-mawe", action="store_true", help="skip MAWE")
     parser.add_argument("--max-frames", type=int, default=None, help="read at most this many frames")
+    parser.add_argument("--drift", action="store_true",
+                        help="add Drift & Seams columns: seam score, worst join, joins that stand out, colour drift")
+    parser.add_argument("--drift-plan", choices=("extension", "refiner"), default="extension",
+                        help="whose joins to score: the extender's chunks or the refiner's 24/8 windows")
+    parser.add_argument("--first-chunk", type=int, default=16, help="Drift & Seams: frames of the first chunk")
+    parser.add_argument("--new-frames-per-chunk", type=int, default=8,
+                        help="Drift & Seams: frames each later chunk adds")
     parser.add_argument("--json", dest="json_path", help="also write the full results to this JSON file")
     return parser
 
@@ -131,6 +144,12 @@ def main(argv: list[str] | None = None) -> int:
                                                           size=args.size).to_report()
                 else:
                     row["error"] = "MAWE needs at least 2 frames"
+            if args.drift:
+                from .drift import measure_drift_and_seams
+
+                row["drift"] = measure_drift_and_seams(
+                    frames, args.drift_plan, first_chunk=args.first_chunk,
+                    new_frames_per_chunk=args.new_frames_per_chunk, name="video").to_report()
             if clip is not None:
                 prompt = _prompt_for(video, prompts, args.prompt)
                 if prompt:
@@ -143,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(f"evaluated {video} in {row['seconds']:.1f} s", file=sys.stderr)
 
-    print(format_table(rows, clip is not None))
+    print(format_table(rows, clip is not None, args.drift))
     if flow is not None and not flow.comparable_to_paper:
         print(f"\nMAWE used {flow.name}: not comparable to the paper's RAFT-large numbers.")
     if args.json_path:
@@ -152,13 +171,31 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if any("error" in row for row in rows) else 0
 
 
-def format_table(rows: list[dict[str, Any]], with_clip: bool) -> str:
+_DRIFT_HEADER = ["seam score", "worst join", "joins out", "dE last chunk", "dE per chunk"]
+
+
+def _drift_cells(report: dict[str, Any] | None) -> list[str]:
+    if not report:
+        return ["n/a"] * len(_DRIFT_HEADER)
+    worst = report.get("worst_join")
+    ratio = next((j["ratio"] for j in report["joins"] if j["frame"] == worst), None)
+    flagged = report["flagged_joins"]
+    return [_fmt(report["seam_score"], ".3f"),
+            "n/a" if worst is None else f"{worst} (x{_fmt(ratio)})",
+            (", ".join(str(f) for f in flagged) if flagged else "none") + f" ({len(flagged)}/{len(report['joins'])})",
+            _fmt(report["final_delta_e"]), _fmt(report["drift_per_chunk"])]
+
+
+def format_table(rows: list[dict[str, Any]], with_clip: bool, with_drift: bool = False) -> str:
     """The Markdown table of :func:`main`, with a mean row."""
     header = ["video", "frames", "SCuts", "MAWE (official)", "MAWE (robust)", "flow"]
     if with_clip:
         header.append("CLIP")
+    if with_drift:
+        header += _DRIFT_HEADER
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     scuts, mawe, robust, clip = [], [], [], []
+    seam, last_de, per_chunk = [], [], []
     for row in rows:
         sc = row.get("scuts", {}).get("scuts")
         mw = row.get("mawe", {})
@@ -172,6 +209,13 @@ def format_table(rows: list[dict[str, Any]], with_clip: bool) -> str:
                  mw.get("flow_backend", "n/a")]
         if with_clip:
             cells.append(_fmt(cl))
+        if with_drift:
+            drift = row.get("drift")
+            cells += _drift_cells(drift)
+            if drift:
+                seam.append(drift["seam_score"])
+                last_de.append(drift["final_delta_e"])
+                per_chunk.append(drift["drift_per_chunk"])
         if "error" in row:
             cells[0] += f" (error: {row['error']})"
         lines.append("| " + " | ".join(cells) + " |")
@@ -179,6 +223,8 @@ def format_table(rows: list[dict[str, Any]], with_clip: bool) -> str:
                   _fmt(_mean(robust), ".4g"), ""]
     if with_clip:
         mean_cells.append(_fmt(_mean(clip)))
+    if with_drift:
+        mean_cells += [_fmt(_mean(seam), ".3f"), "", "", _fmt(_mean(last_de)), _fmt(_mean(per_chunk))]
     lines.append("| " + " | ".join(mean_cells) + " |")
     return "\n".join(lines)
 
