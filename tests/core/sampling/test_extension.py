@@ -1,11 +1,13 @@
-"""Extension loop: stitching, seeds, exact resume after an interruption, bad input."""
+"""Extension loop: stitching, seeds (per chunk too), exact resume, chunks without a whole-length buffer, bad input."""
 
 import pytest
 import torch
 
+from streamingt2v_core.runs.errors import ChunkFailedError
 from streamingt2v_core.sampling.extension import (
     ChunkProgress,
     chunk_seed,
+    extend_chunks,
     extend_video,
     from_storage,
     to_storage,
@@ -142,3 +144,60 @@ def test_bad_input(kwargs, match):
 def test_bad_sampler_output(bad, match):
     with pytest.raises(ValueError, match=match):
         extend_video(first_chunk(), bad, 24)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Chunks as a list (no whole-length buffer), per-chunk seeds, bounded memory
+# ---------------------------------------------------------------------------------------------------------------------
+
+def test_extend_chunks_returns_one_tensor_per_chunk_equal_to_extend_video():
+    chunks = extend_chunks(first_chunk(), NoisySampler(), 37, seed=5)
+    assert [c.shape[0] for c in chunks] == [16, 8, 8, 5]
+    assert torch.equal(torch.cat(chunks), extend_video(first_chunk(), NoisySampler(), 37, seed=5))
+
+
+def test_chunk_seeds_reroll_one_chunk_and_everything_after_it_changes():
+    base = extend_chunks(first_chunk(), NoisySampler(), 48, seed=5)
+    sampler = NoisySampler()
+    rerolled = extend_chunks(first_chunk(), sampler, 48, seed=5, chunk_seeds={3: 12345})
+    assert [c[3] for c in sampler.calls] == [chunk_seed(5, 1), chunk_seed(5, 2), 12345, chunk_seed(5, 4)]
+    assert all(torch.equal(a, b) for a, b in zip(base[:3], rerolled[:3]))
+    assert not torch.equal(base[3], rerolled[3])
+    assert not torch.equal(base[4], rerolled[4])  # same seed, but conditioned on the re-rolled chunk 3
+
+
+def test_keep_frames_keeps_memory_constant_in_the_length():
+    held = []
+    chunks = extend_chunks(first_chunk(), NoisySampler(), 400, keep_frames=16,
+                           callback=lambda p: held.append(sum(c.shape[0] for c in p.chunks)))
+    assert max(held) <= 16 + 8 and sum(c.shape[0] for c in chunks) >= 16
+    full = extend_video(first_chunk(), NoisySampler(), 400)
+    assert torch.equal(torch.cat(chunks)[-16:], full[-16:])
+
+
+def test_progress_reports_each_chunk_seed_and_frames():
+    seen = []
+    extend_chunks(first_chunk(), NoisySampler(), 32, seed=9, chunk_seeds={2: 4},
+                  callback=lambda p: seen.append((p.index, p.seed, p.new_frames.shape[0])))
+    assert seen == [(0, None, 16), (1, chunk_seed(9, 1), 8), (2, 4, 8)]
+
+
+def test_a_bad_chunk_is_a_chunk_failed_error_naming_it():
+    def nan_at_2(index, cond, anchor, seed):
+        out = NoisySampler()(index, cond, anchor, seed)
+        return out * float("nan") if index == 2 else out
+
+    with pytest.raises(ChunkFailedError) as err:
+        extend_chunks(first_chunk(), nan_at_2, 40)
+    assert err.value.index == 2 and "chunk 2 failed" in str(err.value)
+    assert "run 'r1', chunk 2 failed" in str(err.value.in_run("r1"))
+
+
+def test_resume_chunks_are_not_made_again():
+    full = extend_chunks(first_chunk(), NoisySampler(), 40, seed=1)
+    sampler = NoisySampler()
+    again = extend_chunks(first_chunk(), sampler, 40, seed=1, resume_chunks=full[:2])
+    assert [c[0] for c in sampler.calls] == [2, 3]
+    assert all(torch.equal(a, b) for a, b in zip(full, again))
+    with pytest.raises(ValueError, match=r"resume_chunks\[1\]"):
+        extend_chunks(first_chunk(), NoisySampler(), 40, resume_chunks=[full[0], full[1][:3]])

@@ -1,0 +1,34 @@
+"""The persistent, verified run store of long extensions (plain Python + PyTorch, no ComfyUI).
+
+:mod:`.store` (run folders, chunk files, verification), :mod:`.manifest` (the JSON manifest),
+:mod:`.files` (atomic writes, file locks), :mod:`.cache` (the in-memory fast path),
+:mod:`.memory` (RAM estimates), :mod:`.errors` (what can go wrong, naming run and chunk).
+"""
+from .cache import ChunkCache
+from .errors import (ChunkCorruptError, ChunkError, ChunkFailedError, ChunkWriteError, RunFolderError,
+                     RunStoreError)
+from .manifest import FORMAT, VERSION, ChunkRecord, Manifest, Timeline
+from .store import Run, RunInfo, RunStore, auto_run_name, chunk_file_name, slugify, validate_run_name, video_frames
+
+__all__ = [
+    "ChunkCache",
+    "ChunkCorruptError",
+    "ChunkError",
+    "ChunkFailedError",
+    "ChunkWriteError",
+    "RunFolderError",
+    "RunStoreError",
+    "FORMAT",
+    "VERSION",
+    "ChunkRecord",
+    "Manifest",
+    "Timeline",
+    "Run",
+    "RunInfo",
+    "RunStore",
+    "auto_run_name",
+    "chunk_file_name",
+    "slugify",
+    "validate_run_name",
+    "video_frames",
+]
