@@ -16,6 +16,7 @@ NODE_MODULES: list[str] = [
     "extend",
     "plan",
     "metrics",
+    "metrics_drift",
     "context_blend",
     "refine",
 ]
