@@ -3,7 +3,9 @@
 Usage::
 
     python -m streamingt2v_core inspect PATH [--kind KIND]
-        format, parts, parameter counts and dtypes of a checkpoint (reads no tensor data)
+        format, parts, parameter counts and dtypes of a checkpoint (reads no tensor data), the config and what
+        was assumed; formats: official streaming_t2v.ckpt, community repack, diffusers UNet3D, MS-Vid2Vid-XL
+        non_ema_0035000.pth, the original ModelScope text2video_pytorch_model.pth, converted safetensors
     python -m streamingt2v_core inspect --preset full|tiny [--kind KIND] [--keys PART]
         parameter counts of our own modules built on the meta device (no weights); with --keys, print
         ``key<TAB>shape`` lines in the official checkpoint naming for PART (base_model, cam, resampler: the
@@ -24,6 +26,7 @@ from torch import nn
 
 from .models.key_maps import OFFICIAL_EXTENDER_PARTS, UNetKeyMap, UNetLayout
 from .models.loading import (
+    FORMAT_DESCRIPTIONS,
     KINDS,
     CheckpointError,
     build_model,
@@ -94,6 +97,7 @@ def _print_info(path: str, kind: str | None, out: TextIO) -> None:
     info = detect_checkpoint_format(path, kind)
     out.write(f"path: {info.path}\n")
     out.write(f"format: {info.format} (container: {info.container})\n")
+    out.write(f"what: {FORMAT_DESCRIPTIONS.get(info.format, info.format)}\n")
     out.write(f"kind: {info.kind}\n")
     config = info.config
     unet = getattr(config, "unet", config)
@@ -118,6 +122,13 @@ def _print_info(path: str, kind: str | None, out: TextIO) -> None:
             out.write(f"  {name:<{width}}  {count:>6} tensors\n")
     if info.unexpected:
         out.write(f"unexpected keys ({len(info.unexpected)}): {', '.join(info.unexpected[:8])}\n")
+    if info.config_file:
+        out.write(f"config file: {info.config_file}\n")
+    for note in info.assumptions:
+        out.write(f"assumed: {note}\n")
+    if info.foreign_objects:
+        out.write(f"python objects outside the weights (read as inert stand-ins, never run): "
+                  f"{', '.join(info.foreign_objects)}\n")
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:

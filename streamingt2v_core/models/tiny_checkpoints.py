@@ -12,7 +12,9 @@ layout                          kinds        file
                                              ``text_encoder.``)
 ``diffusers_unet3d``            base_unet3d, ``diffusion_pytorch_model.safetensors`` (or ``.bin`` by suffix)
                                 refiner_unet
-``ms_vid2vid_xl``               refiner_unet ``non_ema_0035000.pth``-style LDM names (raw dict, or under ``state_dict``)
+``ms_vid2vid_xl``               refiner_unet ``non_ema_0035000.pth``-style LDM names (under ``state_dict`` as published, or
+                                             a raw dict)
+``modelscope_t2v``              base_unet3d  ``text2video_pytorch_model.pth``: the same LDM names, a raw dict as published
 ``converted_safetensors``       any          our own safetensors with metadata
 =============================== ============ =========================================================================
 """
@@ -33,7 +35,7 @@ __all__ = ["LAYOUTS", "LAYOUT_ALIASES", "write_tiny_checkpoint", "random_state_d
 #: Layouts each kind can be written in.
 LAYOUTS: dict[str, tuple[str, ...]] = {
     "extender": ("official_streaming_t2v_ckpt", "community_repack", "converted_safetensors"),
-    "base_unet3d": ("diffusers_unet3d", "converted_safetensors"),
+    "base_unet3d": ("diffusers_unet3d", "modelscope_t2v", "converted_safetensors"),
     "refiner_unet": ("ms_vid2vid_xl", "diffusers_unet3d", "converted_safetensors"),
 }
 
@@ -45,6 +47,8 @@ LAYOUT_ALIASES: dict[str, str] = {
     "diffusers": "diffusers_unet3d",
     "ms_vid2vid": "ms_vid2vid_xl",
     "vid2vid": "ms_vid2vid_xl",
+    "text2video": "modelscope_t2v",
+    "t2v_pth": "modelscope_t2v",
     "converted": "converted_safetensors",
 }
 
@@ -112,7 +116,7 @@ def write_tiny_checkpoint(
     config: Any = None,
     *,
     dtype: torch.dtype = torch.float32,
-    under_state_dict: bool = False,
+    under_state_dict: bool | None = None,
 ) -> dict[str, torch.Tensor]:
     """Save tiny random weights of ``kind`` in a real checkpoint ``layout`` and return them in our key naming.
 
@@ -124,7 +128,8 @@ def write_tiny_checkpoint(
         seed: weights are a deterministic function of (kind, config, seed).
         config: defaults to the kind's ``tiny()`` preset.
         dtype: dtype of the saved floating tensors.
-        under_state_dict: ``ms_vid2vid_xl`` only: wrap the weights as ``{"state_dict": ...}`` (both occur).
+        under_state_dict: LDM layouts only: wrap the weights as ``{"state_dict": ...}``; default as published
+            (``ms_vid2vid_xl`` wrapped, ``modelscope_t2v`` a bare dict).
 
     Returns:
         The state dict :func:`~streamingt2v_core.models.loading.load_model` must give back (our key names).
@@ -174,10 +179,11 @@ def write_tiny_checkpoint(
             from safetensors.torch import save_file
 
             save_file(tensors, str(path))
-    elif resolved == "ms_vid2vid_xl":
+    elif resolved in ("ms_vid2vid_xl", "modelscope_t2v"):
         key_map = UNetKeyMap(UNetLayout.from_config(config))
         ldm = {key_map.diffusers_to_ldm_key(k): key_map.diffusers_to_ldm_tensor(k, v) for k, v in state.items()}
-        torch.save({"state_dict": ldm} if under_state_dict else ldm, path)
+        wrap = (resolved == "ms_vid2vid_xl") if under_state_dict is None else under_state_dict
+        torch.save({"state_dict": ldm} if wrap else ldm, path)
     elif resolved == "converted_safetensors":
         save_converted(state, kind, config, path)
     else:  # pragma: no cover - _resolve_layout guards this

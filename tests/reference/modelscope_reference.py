@@ -160,3 +160,18 @@ def randomize_(module: torch.nn.Module, seed: int) -> None:
             else:
                 values *= 0.02
             tensor.copy_(values)
+
+
+#: Tiny ``Vid2VidSDUNet`` arguments: the published structure (4 levels, 2 res blocks, attention on 3 levels, temporal
+#: transformers) with 32 base channels (the original's GroupNorms have 32 groups, hard-coded) and head size 8.
+TINY_VID2VID = dict(in_dim=4, dim=32, y_dim=1024, context_dim=1024, out_dim=4, dim_mult=[1, 2, 4, 4], num_heads=8,
+                    head_dim=8, num_res_blocks=2, use_checkpoint=False)
+
+
+def tiny_vid2vid_unet(seed: int = 0) -> torch.nn.Module:
+    """A tiny MS-Vid2Vid-XL ``Vid2VidSDUNet`` in eval mode with seeded random weights in every tensor."""
+    module = vid2vid_unet_module()
+    torch.manual_seed(seed)
+    unet = module.Vid2VidSDUNet(**TINY_VID2VID).eval()
+    randomize_(unet, seed)
+    return unet

@@ -15,11 +15,17 @@ Formats read (``CheckpointInfo.format``):
 ``ms_vid2vid_xl``
     The MS-Vid2Vid-XL UNet ``non_ema_0035000.pth`` (raw dict or under ``state_dict``), LDM names mapped by
     :mod:`.key_maps`.
+``modelscope_t2v``
+    The original ModelScope text-to-video release's UNet, ``text2video_pytorch_model.pth`` (``UNetSD``): the same
+    LDM naming and shapes as MS-Vid2Vid-XL (a bare dict where MS-Vid2Vid-XL wraps its weights in ``state_dict``),
+    standard resampling and epsilon prediction; mapped onto our UNet3D by the same key map.
 ``converted_safetensors``
     Our own files (:func:`save_converted`, ``python -m streamingt2v_core convert``) with metadata
     ``streamingt2v_kind``, ``streamingt2v_config`` (JSON) and ``format_version``.
 
-Without metadata the config (full, tiny or other channel sizes) is inferred from tensor shapes. Every load checks
+Without metadata the config (full, tiny or other channel sizes) is inferred from tensor shapes, or read from a
+diffusers ``config.json`` beside the weights; settings the shapes do not show and nothing fixes are reported as
+assumptions (``CheckpointInfo.assumptions``). Every load checks
 keys and shapes strictly; a wrong file raises :class:`CheckpointError` naming what the file looks like and what
 was expected. Safetensors are read with ``safe_open`` so that only the tensors a part needs are read.
 
@@ -40,13 +46,23 @@ One job per module:
 
 from .kinds import KINDS, build_model, default_config
 from .plans import detect_checkpoint_format
-from .records import FORMAT_VERSION, FORMATS, CheckpointError, CheckpointInfo, LoadedModel, PartInfo, parse_dtype
+from .records import (
+    FORMAT_DESCRIPTIONS,
+    FORMAT_VERSION,
+    FORMATS,
+    CheckpointError,
+    CheckpointInfo,
+    LoadedModel,
+    PartInfo,
+    parse_dtype,
+)
 from .strict import load_model, load_state_dict
 from .writing import SafetensorsStreamWriter, convert_checkpoint, save_converted
 
 __all__ = [
     "KINDS",
     "FORMATS",
+    "FORMAT_DESCRIPTIONS",
     "FORMAT_VERSION",
     "CheckpointError",
     "PartInfo",

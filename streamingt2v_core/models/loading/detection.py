@@ -8,7 +8,22 @@ from typing import Mapping
 from ..key_maps import LDM_TEMPORAL_CONV_NAME
 from .records import CheckpointError
 
-__all__ = ["FORMAT_KIND", "EXTRA_ALLOWED_KINDS", "EXPECTED_FOR_KIND", "describe_foreign", "classify", "resolve_kind"]
+__all__ = [
+    "FORMAT_KIND",
+    "EXTRA_ALLOWED_KINDS",
+    "EXPECTED_FOR_KIND",
+    "LDM_FORMATS",
+    "describe_foreign",
+    "classify",
+    "pick_ldm_format",
+    "resolve_kind",
+]
+
+#: The two formats in the original ModelScope (LDM) naming. Their key names and shapes are identical (the
+#: text-to-video ``UNetSD`` and the MS-Vid2Vid-XL ``Vid2VidSDUNet`` share the structure; they differ in the
+#: resampling and the prediction type), so the file alone cannot always tell them apart: see
+#: :func:`pick_ldm_format`.
+LDM_FORMATS = ("ms_vid2vid_xl", "modelscope_t2v")
 
 
 #: Which kind each format holds (diffusers_unet3d may also be read as a refiner when asked: the layout carries no
@@ -18,6 +33,7 @@ FORMAT_KIND = {
     "community_repack": "extender",
     "diffusers_unet3d": "base_unet3d",
     "ms_vid2vid_xl": "refiner_unet",
+    "modelscope_t2v": "base_unet3d",
 }
 EXTRA_ALLOWED_KINDS = {"diffusers_unet3d": ("refiner_unet",)}
 
@@ -25,7 +41,8 @@ EXPECTED_FOR_KIND = {
     "extender": "a StreamingT2V extender checkpoint: streaming_t2v.ckpt (state_dict with base_model./unet./"
     "resampler.), the community repack (unet./controlnet./resampler.) or a file converted by this pack",
     "base_unet3d": "the ModelScope text-to-video UNet3D in diffusers layout (diffusion_pytorch_model.safetensors or "
-    ".bin: conv_in, down_blocks.*.temp_convs, transformer_in, ...) or a file converted by this pack",
+    ".bin: conv_in, down_blocks.*.temp_convs, transformer_in, ...), the original ModelScope release "
+    "(text2video_pytorch_model.pth: input_blocks ... temopral_conv) or a file converted by this pack",
     "refiner_unet": "the MS-Vid2Vid-XL UNet (non_ema_0035000.pth: input_blocks, middle_block, output_blocks with "
     "temopral_conv) or a file converted by this pack",
 }
@@ -77,7 +94,7 @@ def classify(keys: list[str], metadata: Mapping[str, str]) -> tuple[str | None, 
     if "controlnet." in prefixes and ("unet." in prefixes or "resampler." in prefixes):
         return "community_repack", "the community repack layout (unet./controlnet./resampler.)"
     if any(k.startswith("input_blocks.") for k in keys) and any(LDM_TEMPORAL_CONV_NAME in k for k in keys):
-        return "ms_vid2vid_xl", "the MS-Vid2Vid-XL UNet (LDM naming with temopral_conv)"
+        return "ms_vid2vid_xl", "a UNet3D in the original ModelScope naming (input_blocks ... temopral_conv)"
     if foreign is None and "conv_in.weight" in keys and any("temp_convs" in k for k in keys):
         return "diffusers_unet3d", "a ModelScope UNet3D in diffusers layout"
     if foreign is None and prefixes == {"unet."} and any("temp_convs" in k for k in keys):
@@ -86,6 +103,32 @@ def classify(keys: list[str], metadata: Mapping[str, str]) -> tuple[str | None, 
         return None, foreign
     sample = ", ".join(sorted(keys)[:5])
     return None, f"an unknown checkpoint ({len(keys)} tensors, e.g. {sample})"
+
+
+def pick_ldm_format(requested_kind: str | None, state_dict_location: str, path: Path) -> tuple[str, str | None]:
+    """Which LDM-named UNet a file is: ``(format, assumption or None)``.
+
+    The published files differ in their wrapping: MS-Vid2Vid-XL's ``non_ema_0035000.pth`` holds its weights under
+    ``"state_dict"`` (its loader reads ``load_dict['state_dict']``), the text-to-video ``text2video_pytorch_model.pth``
+    is a bare state dict (loaded with ``torch.load`` directly). A bare dict is decided by the kind asked for, then
+    by the file name; failing both it is taken as the refiner, and that is reported as an assumption.
+    """
+    if state_dict_location == "state_dict":
+        return "ms_vid2vid_xl", None
+    if requested_kind == "base_unet3d":
+        return "modelscope_t2v", None
+    if requested_kind == "refiner_unet":
+        return "ms_vid2vid_xl", None
+    name = path.name.lower()
+    if "vid2vid" in name or "non_ema" in name or "refiner" in name:
+        return "ms_vid2vid_xl", None
+    if "text2video" in name or "t2v" in name:
+        return "modelscope_t2v", None
+    return "ms_vid2vid_xl", (
+        "read as the MS-Vid2Vid-XL refiner UNet: the original ModelScope naming (input_blocks ... temopral_conv) is "
+        "shared by the text-to-video UNet (text2video_pytorch_model.pth) and the refiner; pick kind base_unet3d "
+        "(or keep 'text2video' in the file name) for the text-to-video UNet"
+    )
 
 
 def resolve_kind(fmt: str, requested: str | None, metadata: Mapping[str, str], path: Path, description: str) -> str:

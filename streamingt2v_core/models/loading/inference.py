@@ -7,6 +7,8 @@ shapes, so a preset match (full or tiny) recovers them exactly and anything else
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ..config import ExtenderConfig, UNet3DConfig
@@ -19,6 +21,9 @@ __all__ = [
     "infer_unet_config",
     "infer_extender_config",
     "ldm_layout_from_keys",
+    "DIFFUSERS_CONFIG_FIELDS",
+    "find_diffusers_config",
+    "read_diffusers_config",
 ]
 
 
@@ -65,33 +70,136 @@ def infer_unet_fields(shapes: Mapping[str, tuple[int, ...]], with_up: bool = Tru
     return fields
 
 
-def unet_config_from_fields(cls: type, fields: dict[str, Any], presets: Iterable[tuple[str, Any]]) -> tuple[Any, str]:
-    """Pick a preset whose readable fields all match, else build a config from the fields.
+#: Why a setting that shapes do not show took its value, per way of choosing it.
+_GROUPS_RULE = "the largest of 32/16/8/4/2/1 dividing every width"
+_HEAD_RULE = "transformer_in width / its 8 heads"
 
-    Group-norm groups and head sizes are not visible in shapes; a preset match recovers them exactly. Otherwise the
-    head size is the ``transformer_in`` width over its head count (8 in ModelScope) and the groups are the largest
-    of 32/16/8/4/2/1 dividing every width.
+
+def unet_config_from_fields(
+    cls: type,
+    fields: dict[str, Any],
+    presets: Iterable[tuple[str, Any]],
+    known: Mapping[str, Any] | None = None,
+    hidden: tuple[str, ...] = (),
+    report_preset: bool = True,
+) -> tuple[Any, str, list[str]]:
+    """A config from the fields shapes show, ``known`` settings (from a config file or fixed by the format's code)
+    and, for what neither gives, a preset or a rule. Returns ``(config, source, assumptions)``.
+
+    Group-norm groups and head sizes are not visible in shapes. A preset whose readable (and known) fields all match
+    gives them; otherwise the head size is the ``transformer_in`` width over its 8 heads and the groups the largest
+    of 32/16/8/4/2/1 dividing every width. Each ``hidden`` setting that was not ``known`` is an assumption: it is
+    returned as a sentence naming the value and how it was chosen (for a preset match only when ``report_preset``).
     """
     inner = fields.pop("_transformer_in_inner")
+    known = dict(known or {})
+    chosen_by = ""
+    config = None
+    source = ""
     for name, preset in presets:
-        if all(getattr(preset, k) == v for k, v in fields.items()) and (
-            preset.transformer_in_heads * preset.attention_head_dim == inner
-        ):
-            return preset, f"preset:{name}"
-    base = cls.full()
-    head_dim = inner // base.transformer_in_heads if inner % base.transformer_in_heads == 0 else inner
-    channels = fields["block_out_channels"]
-    groups = next(g for g in (32, 16, 8, 4, 2, 1) if all(c % g == 0 for c in channels))
-    try:
-        config = dataclasses.replace(base, **fields, attention_head_dim=head_dim, norm_num_groups=groups)
-    except ValueError as error:
-        raise CheckpointError(f"the tensor shapes give no valid UNet config: {error}") from error
-    return config, "inferred from shapes"
+        if (all(getattr(preset, k) == v for k, v in {**fields, **known}.items())
+                and preset.transformer_in_heads * preset.attention_head_dim == inner):
+            config, source, chosen_by = preset, f"preset:{name}", f"the value of the {name} preset with these shapes"
+            break
+    if config is None:
+        base = cls.full()
+        head_dim = known.get("attention_head_dim")
+        if head_dim is None:
+            head_dim = inner // base.transformer_in_heads if inner % base.transformer_in_heads == 0 else inner
+        groups = known.get("norm_num_groups")
+        if groups is None:
+            groups = next(g for g in (32, 16, 8, 4, 2, 1) if all(c % g == 0 for c in fields["block_out_channels"]))
+        extra = {k: v for k, v in known.items() if k not in ("attention_head_dim", "norm_num_groups")}
+        try:
+            config = dataclasses.replace(
+                base, **{**fields, **extra}, attention_head_dim=head_dim, norm_num_groups=groups
+            )
+        except (ValueError, TypeError) as error:
+            raise CheckpointError(f"the tensor shapes give no valid UNet config: {error}") from error
+        source = "inferred from shapes"
+    assumptions = []
+    if config is not None and (report_preset or not source.startswith("preset:")):
+        for setting in hidden:
+            if setting in known:
+                continue
+            rule = chosen_by or {"norm_num_groups": _GROUPS_RULE, "attention_head_dim": _HEAD_RULE}.get(setting, "")
+            assumptions.append(f"{setting}={getattr(config, setting)} assumed ({rule}; the weights do not show it)")
+    return config, source, assumptions
 
 
-def infer_unet_config(shapes: Mapping[str, tuple[int, ...]], cls: type) -> tuple[Any, str]:
+def infer_unet_config(
+    shapes: Mapping[str, tuple[int, ...]],
+    cls: type,
+    known: Mapping[str, Any] | None = None,
+    hidden: tuple[str, ...] = (),
+    report_preset: bool = True,
+) -> tuple[Any, str, list[str]]:
+    """:func:`unet_config_from_fields` over the fields of diffusers-named ``shapes``, with the full/tiny presets."""
     fields = infer_unet_fields(shapes)
-    return unet_config_from_fields(cls, fields, (("full", cls.full()), ("tiny", cls.tiny())))
+    return unet_config_from_fields(
+        cls, fields, (("full", cls.full()), ("tiny", cls.tiny())), known, hidden, report_preset
+    )
+
+
+#: Fields of a diffusers ``UNet3DConditionModel`` config.json that map one-to-one onto :class:`UNet3DConfig`.
+DIFFUSERS_CONFIG_FIELDS = (
+    "in_channels",
+    "out_channels",
+    "sample_size",
+    "down_block_types",
+    "up_block_types",
+    "block_out_channels",
+    "layers_per_block",
+    "attention_head_dim",
+    "cross_attention_dim",
+    "norm_num_groups",
+    "norm_eps",
+)
+
+
+def find_diffusers_config(weights: Path) -> Path | None:
+    """The diffusers ``config.json`` that belongs to a weights file: ``<stem>.json`` beside any file (for a renamed
+    file), or ``config.json`` in the folder of a ``diffusion_pytorch_model*`` file. None if there is none."""
+    own = weights.with_name(weights.name.split(".")[0] + ".json")
+    if own.is_file():
+        return own
+    if weights.name.startswith("diffusion_pytorch_model") and (weights.parent / "config.json").is_file():
+        return weights.parent / "config.json"
+    return None
+
+
+def read_diffusers_config(path: Path, shapes_fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The :class:`UNet3DConfig` settings of a diffusers config.json, checked against what the shapes show.
+
+    Raises:
+        CheckpointError: not a UNet3DConditionModel config, unreadable, or disagreeing with the weights.
+    """
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"{path}: unreadable config file beside the weights: {error}") from error
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object (a diffusers config), got {type(data).__name__}")
+    class_name = data.get("_class_name")
+    if class_name not in (None, "UNet3DConditionModel"):
+        raise CheckpointError(
+            f"{path}: the config beside the weights is for a {class_name}, not a UNet3DConditionModel; move it away "
+            "or give the weights file a folder of its own"
+        )
+    out: dict[str, Any] = {}
+    for name in DIFFUSERS_CONFIG_FIELDS:
+        if name in data and data[name] is not None:
+            value = data[name]
+            out[name] = tuple(value) if isinstance(value, list) else value
+    if isinstance(out.get("attention_head_dim"), tuple):
+        raise CheckpointError(f"{path}: attention_head_dim per block {out['attention_head_dim']} is not supported")
+    disagree = [
+        f"{k}: config {out[k]!r}, weights {v!r}" for k, v in shapes_fields.items()
+        if not k.startswith("_") and k in out and out[k] != v
+    ]
+    if disagree:
+        raise CheckpointError(f"{path}: the config beside the weights does not match them: " + "; ".join(disagree))
+    return out
 
 
 def infer_extender_config(shapes: Mapping[str, tuple[int, ...]]) -> tuple[ExtenderConfig, str]:
@@ -118,7 +226,7 @@ def infer_extender_config(shapes: Mapping[str, tuple[int, ...]]) -> tuple[Extend
         fields["apm_kernel_size"] = conv[2]
     presets = (("full", ExtenderConfig.full()), ("tiny", ExtenderConfig.tiny()))
     unet_presets = [(name, p.unet) for name, p in presets]
-    unet_config, unet_source = unet_config_from_fields(UNet3DConfig, dict(unet_fields), unet_presets)
+    unet_config, unet_source, _ = unet_config_from_fields(UNet3DConfig, dict(unet_fields), unet_presets)
     for name, preset in presets:
         if unet_source == f"preset:{name}" and all(getattr(preset, k) == v for k, v in fields.items()):
             return preset, f"preset:{name}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,8 +23,15 @@ from ..key_maps import (
     UNetKeyMap,
     official_to_repack_key,
 )
-from .detection import EXPECTED_FOR_KIND, classify, resolve_kind
-from .inference import infer_extender_config, infer_unet_config, ldm_layout_from_keys
+from .detection import EXPECTED_FOR_KIND, LDM_FORMATS, classify, pick_ldm_format, resolve_kind
+from .inference import (
+    find_diffusers_config,
+    infer_extender_config,
+    infer_unet_config,
+    infer_unet_fields,
+    ldm_layout_from_keys,
+    read_diffusers_config,
+)
 from .kinds import KINDS, check_kind, config_class
 from .records import FORMAT_VERSION, CheckpointError, CheckpointInfo, PartInfo
 from .sources import TensorSource, open_source, resolve_file
@@ -47,6 +54,8 @@ class LoadPlan:
     skipped_parts: dict[str, int]
     unexpected: list[str]
     to_file_key: Callable[[str], str]  # our key -> its name in the file (for "missing" messages)
+    assumptions: list[str] = field(default_factory=list)  # hidden settings that were assumed (sentences)
+    config_file: str | None = None  # a config file read beside the weights
 
 
 def _part_of_our_key(kind: str, key: str) -> str:
@@ -56,8 +65,12 @@ def _part_of_our_key(kind: str, key: str) -> str:
     return "unet"
 
 
-def build_plan(source: TensorSource, fmt: str, kind: str) -> LoadPlan:
+def build_plan(source: TensorSource, fmt: str, kind: str, path: Path | None = None) -> LoadPlan:
+    """How each key of our ``kind`` module is read from ``source`` in format ``fmt`` (``path``: the weights file,
+    to find a diffusers config.json beside it)."""
     keys = source.keys()
+    assumptions: list[str] = []
+    config_file: str | None = None
     entries: dict[str, tuple[str, Transform | None]] = {}
     skipped: dict[str, int] = {}
     unexpected: list[str] = []
@@ -93,8 +106,20 @@ def build_plan(source: TensorSource, fmt: str, kind: str) -> LoadPlan:
             entries[key[len(strip):]] = (key, None)
         to_file_key = lambda k, s=strip: s + k
         cls = RefinerUNetConfig if kind == "refiner_unet" else UNet3DConfig
-        config, config_source = infer_unet_config({k: source.shape(v[0]) for k, v in entries.items()}, cls)
-    elif fmt == "ms_vid2vid_xl":
+        shapes = {k: source.shape(v[0]) for k, v in entries.items()}
+        # diffusers keeps the group count (and eps) in config.json only; its transformer_in always has 8 heads, so
+        # the head size is in the shapes. Without the config the groups are an assumption, and said so.
+        known: dict[str, Any] = {}
+        found = find_diffusers_config(path) if path is not None else None
+        if found is not None:
+            known = read_diffusers_config(found, infer_unet_fields(shapes))
+            config_file = str(found)
+        config, config_source, assumptions = infer_unet_config(
+            shapes, cls, known, hidden=("norm_num_groups",), report_preset=True
+        )
+        if found is not None:
+            config_source = f"{found.name} beside the weights"
+    elif fmt in LDM_FORMATS:
         key_map = UNetKeyMap(ldm_layout_from_keys(keys))
         for key in keys:
             try:
@@ -108,7 +133,13 @@ def build_plan(source: TensorSource, fmt: str, kind: str) -> LoadPlan:
             entries[ours] = (key, transform)
         to_file_key = key_map.diffusers_to_ldm_key
         shapes = {ours: mapped_shape(source, f, t) for ours, (f, t) in entries.items()}
-        config, config_source = infer_unet_config(shapes, RefinerUNetConfig)
+        # The original ModelScope code hard-codes GroupNorm(32, ...) everywhere; the head size follows from
+        # transformer_in's head count, a constructor argument (8 in both published models).
+        cls = RefinerUNetConfig if fmt == "ms_vid2vid_xl" else UNet3DConfig
+        config, config_source, assumptions = infer_unet_config(
+            shapes, cls, _original_code_settings(shapes),
+            hidden=("attention_head_dim",), report_preset=False,
+        )
     elif fmt == "converted_safetensors":
         meta_kind = source.metadata.get("streamingt2v_kind", "")
         version = source.metadata.get("format_version", "")
@@ -136,7 +167,15 @@ def build_plan(source: TensorSource, fmt: str, kind: str) -> LoadPlan:
     for name, count in source.extras.items():
         if count:
             skipped["optimizer" if name == "optimizer_states" else name] = count
-    return LoadPlan(fmt, kind, config, config_source, entries, parts, skipped, unexpected, to_file_key)
+    return LoadPlan(fmt, kind, config, config_source, entries, parts, skipped, unexpected, to_file_key, assumptions,
+                    config_file)
+
+
+def _original_code_settings(shapes: dict[str, tuple[int, ...]]) -> dict[str, Any]:
+    """Settings the original ModelScope code fixes: ``GroupNorm(32, ...)`` everywhere. Widths it could not have
+    built (not multiples of 32: only this pack's own tiny test files) fix nothing."""
+    widths = infer_unet_fields(dict(shapes))["block_out_channels"]
+    return {"norm_num_groups": 32} if all(c % 32 == 0 for c in widths) else {}
 
 
 def mapped_shape(source: TensorSource, file_key: str, transform: Transform | None) -> tuple[int, ...]:
@@ -156,9 +195,19 @@ def inspect_checkpoint(path: str | os.PathLike, kind: str | None) -> tuple[Tenso
         if fmt is None:
             expected = EXPECTED_FOR_KIND[kind] if kind else "one of: " + "; ".join(EXPECTED_FOR_KIND.values())
             raise CheckpointError(f"{file}: this looks like {description}; expected {expected}", format=description)
+        ldm_note = None
+        if fmt in LDM_FORMATS:
+            fmt, ldm_note = pick_ldm_format(kind, source.state_dict_location, file)
+            description = {
+                "ms_vid2vid_xl": "the MS-Vid2Vid-XL UNet (original ModelScope naming with temopral_conv, "
+                "non_ema_0035000.pth)",
+                "modelscope_t2v": "the original ModelScope text-to-video UNet (text2video_pytorch_model.pth)",
+            }[fmt]
         resolved = resolve_kind(fmt, kind, source.metadata, file, description)
         try:
-            plan = build_plan(source, fmt, resolved)
+            plan = build_plan(source, fmt, resolved, file)
+            if ldm_note:
+                plan.assumptions.insert(0, ldm_note)
         except CheckpointError as error:
             raise CheckpointError(
                 f"{file} (detected format {fmt}): {error}",
@@ -180,6 +229,9 @@ def inspect_checkpoint(path: str | os.PathLike, kind: str | None) -> tuple[Tenso
         config_source=plan.config_source,
         metadata=dict(source.metadata),
         unexpected=list(plan.unexpected),
+        assumptions=list(plan.assumptions),
+        foreign_objects=list(source.foreign_objects),
+        config_file=plan.config_file,
     )
     return source, plan, info
 

@@ -11,6 +11,7 @@ from torch import nn
 
 __all__ = [
     "FORMATS",
+    "FORMAT_DESCRIPTIONS",
     "FORMAT_VERSION",
     "SAFETENSORS_DTYPES",
     "DTYPE_TO_SAFETENSORS",
@@ -29,7 +30,18 @@ FORMATS = (
     "diffusers_unet3d",
     "ms_vid2vid_xl",
     "converted_safetensors",
+    "modelscope_t2v",
 )
+
+#: What each format is, in words (``python -m streamingt2v_core inspect`` prints it next to the format's name).
+FORMAT_DESCRIPTIONS = {
+    "official_streaming_t2v_ckpt": "the official StreamingT2V Lightning checkpoint (streaming_t2v.ckpt)",
+    "community_repack": "the community repack of the extender (unet./controlnet./resampler., VidXTend style)",
+    "diffusers_unet3d": "a diffusers UNet3DConditionModel (diffusion_pytorch_model.safetensors / .bin)",
+    "ms_vid2vid_xl": "the MS-Vid2Vid-XL refiner UNet in the original ModelScope naming (non_ema_0035000.pth)",
+    "converted_safetensors": "a file converted by this pack (safetensors with its config in the metadata)",
+    "modelscope_t2v": "the original ModelScope text-to-video release's UNet (text2video_pytorch_model.pth, UNetSD)",
+}
 
 #: Version of our converted-safetensors metadata. Bump when the key layout of a kind changes.
 FORMAT_VERSION = "1"
@@ -124,6 +136,13 @@ class CheckpointInfo:
     config_source: str  # "metadata" | "preset:full" | "preset:tiny" | "inferred from shapes"
     metadata: dict[str, str] = field(default_factory=dict)
     unexpected: list[str] = field(default_factory=list)  # keys belonging to no known part (file naming)
+    # Settings the file does not show and that were assumed (each a sentence naming the value and why); shown by
+    # inspect, logged and put in the Model Loader's info output.
+    assumptions: list[str] = field(default_factory=list)
+    # Classes outside tensors and plain containers in a torch pickle, read as inert stand-ins and never run.
+    foreign_objects: list[str] = field(default_factory=list)
+    # A config file read beside the weights (diffusers config.json), or None.
+    config_file: str | None = None
 
     @property
     def parameters(self) -> int:

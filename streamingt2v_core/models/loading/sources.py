@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import torch
 
 from .records import SAFETENSORS_DTYPES, CheckpointError
-from .safe_pickle import load_weights_only
+from .safe_pickle import SAFE_FORMAT_ADVICE, UnsafeCheckpointError, describe_load_failure, load_weights_only
 
 __all__ = [
     "TensorSource",
@@ -35,6 +35,10 @@ class TensorSource:
     metadata: dict[str, str]
     # Top-level entries of a torch checkpoint other than the state dict: name -> number of tensors inside.
     extras: dict[str, int]
+    # Where the state dict sits in a torch file ("top level" or "state_dict"); "" for safetensors.
+    state_dict_location: str = ""
+    # Foreign classes read as inert stand-ins (torch files only), see TorchSource.
+    foreign_objects: list[str] = []
 
     def keys(self) -> list[str]:
         raise NotImplementedError
@@ -139,17 +143,24 @@ def _is_tensor_dict(obj: Any) -> bool:
     )
 
 
+def _stand_ins_in(state: Mapping[Any, Any]) -> list[str]:
+    """Names of the foreign classes (inert stand-ins) found among a state dict's values."""
+    names = {getattr(v, "streamingt2v_stand_in_for", "") for v in state.values() if not isinstance(v, torch.Tensor)}
+    return sorted(n for n in names if n)
+
+
 class TorchSource(TensorSource):
     def __init__(self, path: Path, zip_container: bool) -> None:
         self.container = "torch_zip" if zip_container else "torch_legacy"
         try:
-            obj = load_weights_only(path, mmap=zip_container)
+            result = load_weights_only(path, mmap=zip_container)
         except CheckpointError:
             raise
+        except UnsafeCheckpointError as error:
+            raise CheckpointError(f"{path}: {error}", format=self.container) from None
         except Exception as error:
             full_text = " ".join(str(error).split())
-            # torch appends a long advice paragraph to its zip errors; keep the first sentence for the message.
-            text = full_text.split(". This is")[0][:300]
+            text = describe_load_failure(error)
             truncated_signs = ("central directory", "failed reading zip archive", "EOF", "truncated")
             if any(sign in full_text for sign in truncated_signs) or isinstance(error, EOFError):
                 raise CheckpointError(
@@ -165,6 +176,10 @@ class TorchSource(TensorSource):
                 f"{path}: could not read this PyTorch checkpoint safely (weights_only): {text}",
                 format=self.container,
             ) from error
+        obj = result.obj
+        #: Classes outside tensors and plain containers that were read as inert stand-ins (never run), e.g. a
+        #: Lightning checkpoint's hyper-parameters; reported by inspect and the Model Loader.
+        self.foreign_objects = list(result.foreign_objects)
         self.metadata = {}
         self.extras = {}
         if _is_tensor_dict(obj):
@@ -177,6 +192,14 @@ class TorchSource(TensorSource):
                 if name != "state_dict":
                     self.extras[str(name)] = _count_tensors(value)
         else:
+            state = obj.get("state_dict", obj) if isinstance(obj, Mapping) else None
+            intruders = _stand_ins_in(state) if isinstance(state, Mapping) else []
+            if intruders:
+                raise CheckpointError(
+                    f"{path}: refused for safety: its state dict holds objects of class {', '.join(intruders)} where "
+                    f"tensors belong (read as inert stand-ins, never run); {SAFE_FORMAT_ADVICE}",
+                    format=self.container,
+                )
             what = type(obj).__name__
             if isinstance(obj, Mapping):
                 what += f" with keys {sorted(map(str, obj))[:8]}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Iterator
 
@@ -14,6 +15,8 @@ from .records import CheckpointError, CheckpointInfo, LoadedModel, parse_dtype
 from .sources import TensorSource
 
 __all__ = ["strict_check", "iter_state", "load_state_dict", "load_model"]
+
+logger = logging.getLogger(__name__)
 
 
 def strict_check(plan: LoadPlan, source: TensorSource, path: str, meta_model: nn.Module | None = None) -> nn.Module:
@@ -112,6 +115,11 @@ def load_model(
         CheckpointError: wrong, truncated or foreign file, kind mismatch, or keys/shapes that do not match.
     """
     state, info, model = _load_checked(path, kind, dtype)
+    for note in info.assumptions:
+        logger.warning("StreamingT2V: %s: %s", info.path, note)
+    if info.foreign_objects:
+        logger.warning("StreamingT2V: %s: holds Python objects outside its weights (%s); read as inert stand-ins, "
+                       "nothing of them was run", info.path, ", ".join(info.foreign_objects))
     model.load_state_dict(state, strict=True, assign=True)
     leftover = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
     if leftover:

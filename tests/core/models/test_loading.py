@@ -37,7 +37,7 @@ from streamingt2v_core.models.tiny_checkpoints import LAYOUTS, write_tiny_checkp
 # The official checkpoints' key lists, copied into the repository (tests/data/official_keys).
 KEYS_DIR = Path(__file__).resolve().parents[2] / "data" / "official_keys"
 
-_SUFFIX = {"official_streaming_t2v_ckpt": ".ckpt", "ms_vid2vid_xl": ".pth"}
+_SUFFIX = {"official_streaming_t2v_ckpt": ".ckpt", "ms_vid2vid_xl": ".pth", "modelscope_t2v": ".pth"}
 
 
 def _read_tsv(name: str) -> dict[str, tuple[int, ...]]:
@@ -422,3 +422,156 @@ def test_tiny_checkpoints_are_deterministic_and_small(tmp_path: Path) -> None:
     assert all(t.abs().sum() > 0 for t in a.values())
     assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
     assert (tmp_path / "a.safetensors").stat().st_size < 32 * 2**20
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Settings the weights do not show (#14.4)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def diffusers_16_groups(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Module]:
+    """A UNet3D saved by diffusers itself with 16 norm groups: shapes identical to 32 groups, outputs not."""
+    diffusers = pytest.importorskip("diffusers")
+    config = dataclasses.replace(UNet3DConfig.tiny(), block_out_channels=(32, 64, 64, 64), norm_num_groups=16)
+    torch.manual_seed(0)
+    model = diffusers.UNet3DConditionModel(**config.diffusers_kwargs()).eval()
+    gen = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    folder = tmp_path_factory.mktemp("diffusers") / "unet"
+    model.save_pretrained(folder)  # diffusion_pytorch_model.safetensors + config.json
+    return folder, model
+
+
+def _forward(model: torch.nn.Module, ours: bool) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 4, 3, 8, 8, generator=gen)
+    context = torch.randn(1, 77, 1024, generator=gen)
+    with torch.no_grad():
+        return model(x, torch.tensor([500.0]), context) if ours else model(x, torch.tensor([500.0]), context).sample
+
+
+def test_diffusers_config_json_beside_the_weights_gives_the_group_count(diffusers_16_groups) -> None:
+    folder, reference = diffusers_16_groups
+    weights = folder / "diffusion_pytorch_model.safetensors"
+    assert (folder / "config.json").is_file() and weights.is_file()
+    loaded = load_model(weights)
+    assert loaded.config.norm_num_groups == 16
+    assert loaded.info.config_file == str(folder / "config.json") and loaded.info.assumptions == []
+    assert loaded.info.config_source == "config.json beside the weights"
+    expected = _forward(reference, ours=False)
+    got = _forward(loaded.model, ours=True)
+    assert ((got - expected).abs().max() / expected.abs().max()).item() < 1e-5
+
+
+def test_without_config_json_the_assumed_group_count_is_reported(diffusers_16_groups, tmp_path: Path, caplog) -> None:
+    folder, reference = diffusers_16_groups
+    lone = tmp_path / "modelscope_t2v_unet.safetensors"  # renamed and moved as the README says, config left behind
+    lone.write_bytes((folder / "diffusion_pytorch_model.safetensors").read_bytes())
+    with caplog.at_level("WARNING"):
+        loaded = load_model(lone)
+    assert loaded.config.norm_num_groups == 32 and loaded.info.config_file is None
+    assert any("norm_num_groups=32 assumed" in note for note in loaded.info.assumptions), loaded.info.assumptions
+    assert "norm_num_groups=32 assumed" in caplog.text
+    # The assumption matters: the outputs differ from the 16-group model (what the report warns about).
+    expected = _forward(reference, ours=False)
+    assert ((_forward(loaded.model, ours=True) - expected).abs().max() / expected.abs().max()).item() > 1e-2
+    # <stem>.json beside a renamed file is read too.
+    (tmp_path / "modelscope_t2v_unet.json").write_text((folder / "config.json").read_text())
+    assert detect_checkpoint_format(lone).config.norm_num_groups == 16
+
+
+def test_a_config_json_that_disagrees_with_the_weights_is_refused(diffusers_16_groups, tmp_path: Path) -> None:
+    import json
+
+    folder, _ = diffusers_16_groups
+    (tmp_path / "diffusion_pytorch_model.safetensors").write_bytes(
+        (folder / "diffusion_pytorch_model.safetensors").read_bytes())
+    config = json.loads((folder / "config.json").read_text())
+    config["block_out_channels"] = [320, 640, 1280, 1280]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="config beside the weights does not match them: block_out_channels"):
+        load_model(tmp_path / "diffusion_pytorch_model.safetensors")
+    (tmp_path / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKL"}))
+    with pytest.raises(CheckpointError, match="for a AutoencoderKL, not a UNet3DConditionModel"):
+        load_model(tmp_path / "diffusion_pytorch_model.safetensors")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Safe loading (#14.3)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo this must never run",))
+
+
+def test_a_pickle_that_could_run_code_is_refused_naming_the_global(tmp_path: Path) -> None:
+    path = tmp_path / "evil.ckpt"
+    state = write_tiny_checkpoint(tmp_path / "good.pth", "refiner_unet", "ms_vid2vid_xl")
+    torch.save({"state_dict": state, "payload": _RunsCode()}, path)
+    for call in (detect_checkpoint_format, load_model):
+        with pytest.raises(CheckpointError) as error:
+            call(path)
+        message = str(error.value)
+        assert "refused for safety" in message and "system" in message, message
+        assert "safetensors" in message and "streamingt2v_core convert" in message
+        assert "weights_only=False" not in message and "weights_only` set to `False" not in message
+
+
+def test_foreign_objects_are_reported_and_never_silently_replaced(tmp_path: Path, official_ckpt) -> None:
+    src, expected = official_ckpt
+    checkpoint = torch.load(src, weights_only=True)
+    checkpoint["hyper_parameters"] = {"namespace": argparse.Namespace(lr=5e-5)}
+    path = tmp_path / "with_hparams.ckpt"
+    torch.save(checkpoint, path)
+    info = detect_checkpoint_format(path)
+    assert info.foreign_objects == ["argparse.Namespace"]
+    out = __import__("io").StringIO()
+    from streamingt2v_core.__main__ import main
+
+    assert main(["inspect", str(path)], out=out) == 0
+    assert "argparse.Namespace" in out.getvalue() and "never run" in out.getvalue()
+    # Inside the state dict, where a tensor belongs, a foreign object is refused.
+    checkpoint["state_dict"]["base_model.conv_in.weight"] = argparse.Namespace(x=1)
+    torch.save(checkpoint, path)
+    with pytest.raises(CheckpointError, match="refused for safety: its state dict holds objects of class "
+                                              "argparse.Namespace where tensors belong"):
+        load_model(path)
+
+
+def test_describe_load_failure_never_passes_on_the_weights_only_false_advice() -> None:
+    import pickle
+
+    from streamingt2v_core.models.loading.safe_pickle import describe_load_failure
+
+    torch_text = ("Weights only load failed. This file can still be loaded, to do so you have two options. (1) In "
+                  "PyTorch 2.6, we changed the default value of the `weights_only` argument in `torch.load` from "
+                  "`False` to `True`. Re-running `torch.load` with `weights_only` set to `False` will likely succeed. "
+                  "WeightsUnpickler error: Unsupported global: GLOBAL numpy.core.multiarray._reconstruct was not an "
+                  "allowed global by default.")
+    text = describe_load_failure(pickle.UnpicklingError(torch_text))
+    assert "numpy.core.multiarray._reconstruct" in text and "refused for safety" in text
+    assert "weights_only" not in text.replace("(weights_only)", "") and "Re-running" not in text
+    assert describe_load_failure(RuntimeError("PytorchStreamReader failed reading zip archive")) == (
+        "PytorchStreamReader failed reading zip archive")
+
+
+def test_metric_weight_loaders_give_the_safe_message_too(tmp_path: Path) -> None:
+    """RAFT (MAWE) and open_clip (CLIP score) files go through the same wording: the refused global, no advice to
+    disable weights_only."""
+    from streamingt2v_core.metrics.clip_score import _read_state_dict
+    from streamingt2v_core.metrics.mawe import load_raft_large
+
+    path = tmp_path / "raft_large.pth"
+    torch.save({"conv.weight": torch.zeros(2), "payload": _RunsCode()}, path)
+    for call, name in ((load_raft_large, "weights_path"), (_read_state_dict, "checkpoint_path")):
+        with pytest.raises(ValueError) as error:
+            call(str(path))
+        message = str(error.value)
+        assert message.startswith(f"{name}: cannot read") and "refused for safety" in message, message
+        assert "system" in message and "weights_only` set to `False" not in message and "Re-running" not in message
+        assert error.value.__cause__ is None  # no chained torch error repeating the advice

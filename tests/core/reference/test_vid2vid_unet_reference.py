@@ -21,21 +21,9 @@ import torch
 from streamingt2v_core.models import RefinerUNetConfig
 from streamingt2v_core.models.key_maps import UNetKeyMap
 from streamingt2v_core.models.loading import load_model
-from tests.reference.modelscope_reference import randomize_, vid2vid_unet_module
+from tests.reference.modelscope_reference import tiny_vid2vid_unet
 
-#: Tiny ``Vid2VidSDUNet`` arguments: the published structure (4 levels, 2 res blocks, attention on 3 levels,
-#: temporal transformers) with 32 base channels (the original's GroupNorms have 32 groups, hard-coded).
-TINY_VID2VID = dict(in_dim=4, dim=32, y_dim=1024, context_dim=1024, out_dim=4, dim_mult=[1, 2, 4, 4], num_heads=8,
-                    head_dim=8, num_res_blocks=2, use_checkpoint=False)
 RTOL = 1e-5
-
-
-def tiny_reference_unet(seed: int = 0) -> torch.nn.Module:
-    module = vid2vid_unet_module()
-    torch.manual_seed(seed)
-    unet = module.Vid2VidSDUNet(**TINY_VID2VID).eval()
-    randomize_(unet, seed)
-    return unet
 
 
 def inputs(height: int, width: int, frames: int = 4, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -61,7 +49,7 @@ def assert_matches_reference(got: torch.Tensor, expected: torch.Tensor, what: st
 
 @pytest.fixture(scope="module")
 def reference_and_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path]:
-    unet = tiny_reference_unet()
+    unet = tiny_vid2vid_unet()
     path = tmp_path_factory.mktemp("vid2vid") / "non_ema_0035000.pth"
     # The published file holds the weights under "state_dict" (the official loader reads load_dict['state_dict']).
     torch.save({"state_dict": unet.state_dict()}, path)
