@@ -185,7 +185,11 @@ def load_raft_large(weights_path: str | os.PathLike, device: str | torch.device 
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ValueError(f"weights_path: cannot read RAFT weights from {path!r}: {exc}") from exc
+        from streamingt2v_core.models.loading.safe_pickle import describe_load_failure
+
+        # Never PyTorch's own text: it advises weights_only=False, which would run the pickle's code.
+        reason = describe_load_failure(exc)
+        raise ValueError(f"weights_path: cannot read RAFT weights from {path!r}: {reason}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
