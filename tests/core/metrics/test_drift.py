@@ -157,6 +157,16 @@ def test_nan_frames_are_left_out_and_reported():
     assert json.loads(text)["joins"][3]["ratio"] is None
 
 
+def test_a_still_video_with_one_jump_uses_the_floor():
+    frames = np.full((32, 8, 8, 3), 100, np.uint8)
+    frames[24:] = 110  # nothing moves; one step of 10 grey levels at the second join
+    result = measure_drift_and_seams(frames)
+    assert [j.frame for j in result.flagged_joins] == [24]
+    assert result.joins[1].ratio == pytest.approx((10 / 255 + 0.5 / 255) / (0.5 / 255), rel=1e-6)
+    assert result.seam_score == pytest.approx(((0 + 10 / 255) / 2 + 0.5 / 255) / (0.5 / 255), rel=1e-6)
+    assert any("nothing changes inside the chunks" in note for note in result.notes)
+
+
 def test_all_nan_video_says_what_it_could_not_compute():
     frames = torch.full((24, 8, 8, 3), float("nan"))
     result = measure_drift_and_seams(frames)
