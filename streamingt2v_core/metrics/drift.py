@@ -20,8 +20,9 @@ The pairs *at* the join of windows ``i-1`` and ``i`` are ``(f, f+1)`` for
 that crosses from the old frames into the chunk's new ones; for the refiner the overlap and the
 pairs entering and leaving it. Every other pair is "inside chunks". The **video's seam score** is
 ``mean(change at joins) / mean(change inside chunks)``, exactly ``synthetic.seam_score`` (a test
-checks the two agree); 1.0 is seamless. The **seam ratio of one join** is the mean change at that
-join over the mean change of the pairs inside the two chunks around it, each plus a floor of half
+checks the two agree); 1.0 is seamless. (Only for a still video, where nothing changes inside the
+chunks, does it fall back to the floored ratio below.) The **seam ratio of one join** is the mean
+change at that join over the mean change of the pairs inside the two chunks around it, each plus a floor of half
 a grey level (:data:`CHANGE_FLOOR`) so a still video with sub-quantisation noise cannot produce a
 huge ratio out of nothing, while a jump after a still chunk still scores high.
 
@@ -182,7 +183,8 @@ class DriftSeamsResult:
         frame_delta_e: each frame's mean colour against the anchor chunk's (delta E, per frame).
         drift_per_chunk: delta E per chunk of a steady drift (slope of the chunks' mean colour over
             their centre frames, times the new frames per chunk).
-        final_delta_e, max_delta_e: the last chunk's and the largest delta E against the anchor.
+        final_delta_e, max_delta_e: the last chunk's (the last with a finite frame) and the largest
+            delta E against the anchor.
         clip_frames, clip_similarity: embedded frames and their cosine similarity to the anchor
             frame (empty without embeddings); ``clip_drift_per_chunk`` the change of the chunks'
             mean similarity per chunk, fitted like ``drift_per_chunk`` (negative: moving away).
@@ -436,11 +438,16 @@ def _score_joins(pair_change: np.ndarray, windows: list[tuple[int, int]], notes:
     boundary = np.zeros(pair_change.shape[0], dtype=bool)
     for first, last in at_join:
         boundary[first:last + 1] = True
-    inside_mean = _nanmean(pair_change[~boundary])
-    seam = _nanmean(pair_change[boundary]) / inside_mean if inside_mean > 0 else float("nan")
-    if not math.isfinite(seam):
-        notes.append("seam_score: no change inside the chunks (a still video) or no finite pair; "
-                     "the video's seam score is undefined, the per-join ratios use a floor")
+    inside_mean, at_mean = _nanmean(pair_change[~boundary]), _nanmean(pair_change[boundary])
+    if inside_mean > 0:
+        seam = at_mean / inside_mean
+    elif inside_mean == 0 and math.isfinite(at_mean):
+        seam = (at_mean + CHANGE_FLOOR) / CHANGE_FLOOR
+        notes.append("seam_score: nothing changes inside the chunks (a still video); the seam score is "
+                     "(change at joins + floor) / floor with the half-grey-level floor")
+    else:
+        seam = float("nan")
+        notes.append("seam_score: no finite pair of consecutive frames at or between the joins; undefined")
     joins = []
     for j, (first, last) in enumerate(at_join, start=1):
         lo = windows[j - 1][0]
@@ -620,6 +627,9 @@ def measure_drift_and_seams(
         for k, seg in enumerate(segments)
     ]
     finite_de = delta_e[np.isfinite(delta_e)]
+    last = max((k for k in range(len(segments)) if math.isfinite(delta_e[k])), default=len(segments) - 1)
+    if last != len(segments) - 1 and finite_de.size:
+        notes.append(f"final_delta_e: the last chunk has no finite frame; chunk {last} (the last one that has) is used")
     params = ({"first_chunk": first_chunk, "new_frames_per_chunk": new_frames_per_chunk} if plan == "extension"
               else {"chunk": refiner_chunk, "overlap": refiner_overlap})
     if plan == "extension" and segments[-1][1] - segments[-1][0] < new_frames_per_chunk:
@@ -629,7 +639,7 @@ def measure_drift_and_seams(
     return DriftSeamsResult(
         num_frames=num_frames, plan=plan, plan_params=params, windows=list(windows), seam_score=float(seam),
         joins=joins, pair_change=stats.pair_change.tolist(), chunks=chunks, frame_delta_e=frame_delta_e.tolist(),
-        drift_per_chunk=drift_per_chunk, final_delta_e=float(delta_e[-1]),
+        drift_per_chunk=drift_per_chunk, final_delta_e=float(delta_e[last]),
         max_delta_e=float(finite_de.max()) if finite_de.size else float("nan"),
         clip_frames=clip_frames, clip_similarity=clip_sim, clip_drift_per_chunk=clip_slope,
         nonfinite_frames=nonfinite, notes=notes,
