@@ -14,6 +14,7 @@ NODE_MODULES: list[str] = [
     "loader",
     "initial_chunk",
     "extend",
+    "runs",
     "plan",
     "metrics",
     "metrics_drift",

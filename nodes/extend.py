@@ -6,14 +6,13 @@ anchor); frames 8..15 of the decoded chunk are appended (the official ``VideoLDM
 and the anchor's CLIP embedding travel in the CONDITIONING dicts (see :mod:`.comfy_model`), the unconditional
 branch gets the embedding of a grey image, as the official code.
 
-Long runs are made safe to stop:
-
-* every finished chunk goes into a cache (in memory, LRU, and as a small file in the host's temp folder) under a
-  digest of everything it depends on (model and LoRA patches, VAE, prompts, anchor embedding, sampler settings,
-  its seed and its stored conditioning frames); the host's interrupt stops sampling at once (every op checks it)
-  and re-queuing the same graph resumes from the first missing chunk, bit for bit; changing the prompt schedule
-  from frame N on, or asking for more frames, keeps every chunk before;
-* only the current chunk is on the GPU; finished frames are kept on the CPU as uint8.
+Long runs survive anything (see :mod:`.extend_run` and :mod:`streamingt2v_core.runs`): every finished chunk is
+written at once to a run folder in the output directory (``output/StreamingT2V/runs/<run_name>/``), verified by its
+SHA-256 whenever it is read back, and reused whenever the digest of everything it depends on matches
+(:mod:`.extend_digests`); re-queuing the same graph, after an interruption, a crash or a restart, samples only the
+missing chunks, bit for bit the same. ``chunk_seeds`` re-rolls single chunks, ``regenerate_from`` keeps the stored
+chunks before N exactly as they are while the node's new settings apply from N on. Finished frames stay on the CPU
+as uint8; the float32 IMAGE is built once at the end (or not at all: ``frames_output`` "last 16 frames").
 
 Prompt travel: besides the positive conditioning, a schedule ``0: a cat walks | 120: the cat sleeps`` (lines or
 ``|``-separated, frame indices of the output video) is encoded with the optional CLIP and used chunk by chunk (the
@@ -27,11 +26,8 @@ noise level (abar_0 = 0.99915), the host's on the clean prediction.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import re
-import threading
 import weakref
 from collections import OrderedDict
 from typing import Any
@@ -40,19 +36,24 @@ import torch
 
 import comfy.model_management
 import comfy.samplers
-import comfy.utils
-import folder_paths
 from comfy_api.latest import io
 
-from streamingt2v_core.sampling.extension import chunk_seed, extend_video, from_storage
+from streamingt2v_core.runs import ChunkCache, RunFolderError, RunStoreError
+from streamingt2v_core.runs import memory as run_memory
+from streamingt2v_core.runs.memory import float_video_bytes, format_bytes, uint8_video_bytes
+from streamingt2v_core.sampling.extension import chunk_seed
 from streamingt2v_core.sampling.plans import extension_plan
-from streamingt2v_core.video import frames_to_uint8, resize_frames, uint8_to_frames
+from streamingt2v_core.video import frames_to_uint8, resize_frames
 
 from .comfy_model import KIND_EXTENDER, extender_config, require_model_kind, set_extender_conditioning
-from .initial_chunk import LATENT_CHANNELS, VAE_SCALE, decode_video_latent, sample_video_latent, step_callback
+from .extend_digests import digest, model_fingerprint, run_identity
+from .extend_run import CHUNK_FRAMES, COND_FRAMES, ExtensionJob, ExtensionResult, ExtensionRun
+from .initial_chunk import LATENT_CHANNELS, VAE_SCALE, decode_video_latent, sample_video_latent
+from .runs import run_store
 
 __all__ = [
     "parse_prompt_schedule",
+    "parse_chunk_seeds",
     "chunk_seed",
     "ChunkCache",
     "CHUNK_CACHE",
@@ -64,10 +65,14 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CHUNK_FRAMES = 16
-COND_FRAMES = 8
 MIN_FIRST_CHUNK = COND_FRAMES
-_CACHE_VERSION = "streamingt2v-extend-v1"
+AUTO_RUN = "auto"
+WHOLE_VIDEO = "whole video"
+LAST_FRAMES = "last 16 frames (the video stays in the run store)"
+TAIL_FRAMES = 16
+
+#: The in-memory fast path in front of the run store (process-wide).
+CHUNK_CACHE = ChunkCache()
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -109,181 +114,46 @@ def scheduled_prompt_index(schedule: list[tuple[int, str]], frame: int) -> int |
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Seeds and fingerprints
+# Re-roll: per-chunk seeds
 # --------------------------------------------------------------------------------------------------------------------
 
-def _update_tensor(h: "hashlib._Hash", t: torch.Tensor, sample: bool = False) -> None:
-    t = t.detach()
-    h.update(f"{tuple(t.shape)}{t.dtype}".encode())
-    flat = t.reshape(-1)
-    if sample and flat.numel() > 4096:
-        # Large weights: a strided sample of the values (a fingerprint, not a checksum of gigabytes).
-        flat = flat[:: max(1, flat.numel() // 2048)][:2048]
-    flat = flat.to("cpu").contiguous()
-    if flat.dtype == torch.bfloat16:
-        flat = flat.view(torch.int16)
-    h.update(flat.numpy().tobytes())
+_SEED_ENTRY = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
+MAX_SEED = 0xFFFFFFFFFFFFFFFF
 
 
-def _update_value(h: "hashlib._Hash", value: Any, sample: bool = False) -> None:
-    if torch.is_tensor(value):
-        _update_tensor(h, value, sample)
-    elif isinstance(value, dict):
-        for k in sorted(value, key=str):
-            h.update(repr(k).encode())
-            _update_value(h, value[k], sample)
-    elif isinstance(value, (list, tuple)):
-        h.update(f"seq{len(value)}".encode())
-        for v in value:
-            _update_value(h, v, sample)
-    elif isinstance(value, (int, float, str, bool)) or value is None:
-        h.update(repr(value).encode())
-    else:
-        # Opaque host objects (hooks, control nets...): their identity is all we can use.
-        h.update(f"{type(value).__name__}@{id(value)}".encode())
+def parse_chunk_seeds(text: str) -> dict[int, int]:
+    """Parse ``"37: 12345"`` entries (new lines, ``,`` or ``|`` between them) into {chunk index: seed}.
 
-
-def conditioning_digest(conditioning: list) -> str:
-    h = hashlib.sha256()
-    _update_value(h, [[c[0], c[1]] for c in conditioning])
-    return h.hexdigest()
-
-
-def model_fingerprint(model: Any) -> str:
-    """Identity of a MODEL's weights as sampled: source file (or sampled weights) plus LoRA/weight patches."""
-    h = hashlib.sha256()
-    inner = model.model
-    source = getattr(inner, "streamingt2v_source", None)
-    if source is not None:
-        h.update(repr(source).encode())
-    else:
-        for name, tensor in inner.diffusion_model.state_dict().items():
-            h.update(name.encode())
-            _update_tensor(h, tensor, sample=True)
-    h.update(str(model.model_dtype()).encode())
-    for key in sorted(model.patches):
-        h.update(key.encode())
-        for patch in model.patches[key]:
-            strength_patch, adapter, strength_model = patch[0], patch[1], patch[2]
-            h.update(repr((strength_patch, strength_model, type(adapter).__name__)).encode())
-            weights = getattr(adapter, "weights", adapter)
-            _update_value(h, weights, sample=True)
-    for key in sorted(model.object_patches):
-        h.update(f"object_patch:{key}@{id(model.object_patches[key])}".encode())
-    # CFG functions, wrappers etc. added by other nodes (RescaleCFG, ...): opaque objects count by identity, so a
-    # change recomputes rather than reusing chunks made without it.
-    _update_value(h, model.model_options)
-    return h.hexdigest()
-
-
-def vae_fingerprint(vae: Any) -> str:
-    h = hashlib.sha256()
-    fsm = getattr(vae, "first_stage_model", None)
-    if fsm is None:
-        h.update(f"{type(vae).__name__}@{id(vae)}".encode())
-    else:
-        for name, tensor in fsm.state_dict().items():
-            h.update(name.encode())
-            _update_tensor(h, tensor, sample=True)
-    return h.hexdigest()
-
-
-def _digest(*parts: Any) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        _update_value(h, p)
-    return h.hexdigest()
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Chunk cache
-# --------------------------------------------------------------------------------------------------------------------
-
-class ChunkCache:
-    """Finished chunks (uint8 ``[n, H, W, 3]`` frames) by chained key: an LRU in memory plus files on disk.
-
-    Args:
-        max_bytes: memory budget of the in-memory LRU.
-        disk_dir: folder for chunk files (None: memory only). Writes are atomic (temp file + rename).
+    Raises ``ValueError`` naming ``chunk_seeds`` on a malformed entry, chunk 0 (the given first chunk), a repeated
+    chunk or a seed out of range.
     """
+    seeds: dict[int, int] = {}
+    for raw in re.split(r"[\n|,;]", text or ""):
+        if not raw.strip():
+            continue
+        m = _SEED_ENTRY.match(raw)
+        if m is None:
+            raise ValueError(f"chunk_seeds: expected entries like '37: 12345' (chunk index: seed), got {raw.strip()!r}")
+        index, seed = int(m.group(1)), int(m.group(2))
+        if index < 1:
+            raise ValueError("chunk_seeds: chunk 0 is the first chunk as given and has no seed here; chunks start at 1")
+        if index in seeds:
+            raise ValueError(f"chunk_seeds: chunk {index} appears twice")
+        if seed > MAX_SEED:
+            raise ValueError(f"chunk_seeds: the seed of chunk {index} must be at most {MAX_SEED}, got {seed}")
+        seeds[index] = seed
+    return seeds
 
-    def __init__(self, max_bytes: int = 2 << 30, disk_dir: str | None = None) -> None:
-        self.max_bytes = max_bytes
-        self.disk_dir = disk_dir
-        self._mem: OrderedDict[str, torch.Tensor] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.disk_hits = 0
-        self.stores = 0
 
-    def _path(self, key: str) -> str | None:
-        if self.disk_dir is None:
-            return None
-        return os.path.join(self.disk_dir, key[:2], key + ".pt")
-
-    def get(self, key: str, use_disk: bool = True) -> torch.Tensor | None:
-        with self._lock:
-            frames = self._mem.get(key)
-            if frames is not None:
-                self._mem.move_to_end(key)
-                self.hits += 1
-                return frames
-        path = self._path(key) if use_disk else None
-        if path is not None and os.path.isfile(path):
-            try:
-                frames = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as err:  # a truncated file from a crash: recompute that chunk
-                logger.warning("StreamingT2V: ignoring unreadable cached chunk %s (%s)", path, err)
-                return None
-            if isinstance(frames, torch.Tensor) and frames.dtype == torch.uint8:
-                self.disk_hits += 1
-                self._remember(key, frames)
-                return frames
+def positive_text(prompt: dict | None, node_id: Any) -> str | None:
+    """The text of the node feeding this node's ``positive`` input when it is a literal text (CLIPTextEncode):
+    for run names and the manifest; the web readout reads the same widget."""
+    try:
+        link = prompt[str(node_id)]["inputs"].get("positive")
+        text = prompt[str(link[0])]["inputs"].get("text")
+    except (TypeError, KeyError, IndexError):
         return None
-
-    def put(self, key: str, frames: torch.Tensor, use_disk: bool = True) -> None:
-        frames = frames.to("cpu", torch.uint8).contiguous()
-        self.stores += 1
-        self._remember(key, frames)
-        path = self._path(key) if use_disk else None
-        if path is not None:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = f"{path}.{os.getpid()}.partial"
-            torch.save(frames, tmp)
-            os.replace(tmp, path)
-
-    def _remember(self, key: str, frames: torch.Tensor) -> None:
-        size = frames.numel()
-        with self._lock:
-            if key in self._mem:
-                self._mem.move_to_end(key)
-                return
-            self._mem[key] = frames
-            self._bytes += size
-            while self._bytes > self.max_bytes and len(self._mem) > 1:
-                _, old = self._mem.popitem(last=False)
-                self._bytes -= old.numel()
-
-    def clear_memory(self) -> None:
-        with self._lock:
-            self._mem.clear()
-            self._bytes = 0
-
-
-def _default_disk_dir() -> str:
-    return os.path.join(folder_paths.get_temp_directory(), "streamingt2v_chunks")
-
-
-class _LazyDiskCache(ChunkCache):
-    """The process-wide cache; its folder follows the host's temp directory (which tests and users may move)."""
-
-    def _path(self, key: str) -> str | None:
-        self.disk_dir = _default_disk_dir()
-        return super()._path(key)
-
-
-CHUNK_CACHE = _LazyDiskCache()
+    return text if isinstance(text, str) else None
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -325,55 +195,51 @@ def run_extension(
     scheduler: str,
     chunk_positives: list[list] | None = None,
     cache: ChunkCache | None = None,
-    use_disk: bool = True,
+    run: Any = None,
+    chunk_seeds: dict[int, int] | None = None,
+    regenerate_from: int = 0,
+    chunk_prompts: list[str | None] | None = None,
+    prompt: str | None = None,
+    keep_frames: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, int]]:
     """Extend ``first_chunk`` (``[F0, H, W, 3]`` float, working size) to ``total_frames`` frames.
 
-    The loop is the core :func:`~streamingt2v_core.sampling.extension.extend_video` (frames stored as uint8 on
-    the CPU, chunk ``i`` seeded with ``chunk_seed(seed, i)``); this function supplies its chunk sampler: one host
-    sampling run + VAE decode per chunk, with a cache lookup first. A chunk's cache key is a digest of exactly
-    what it sees: the base settings (model + patches, VAE, negative prompt, anchor/grey embeddings, sampler
-    settings, latent size), its positive prompt, its seed and its stored conditioning frames; so a cache hit gives
-    the frames the sampler would produce, and resuming is bit-exact.
+    The loop is the core :func:`~streamingt2v_core.sampling.extension.extend_chunks`; :class:`.extend_run.
+    ExtensionRun` supplies its chunk sampler: one host sampling run + VAE decode per chunk (:func:`_sample_chunk`)
+    unless the chunk is in ``cache`` or in the run store ``run``. Chunk ``i`` is seeded ``chunk_seed(seed, i)``
+    unless ``chunk_seeds`` overrides it; ``chunk_positives[i]`` overrides ``positive`` (prompt travel).
 
-    ``chunk_positives[i]`` overrides ``positive`` for chunk ``i`` (prompt travel). Returns the video (float32,
-    the first chunk's frames exactly as given) and counters ``{"sampled", "cached"}``.
+    Returns the video (float32, the first chunk's frames exactly as given) and counters (``sampled``, ``reused``
+    and, by source, ``memory``, ``store``, ``kept``); :func:`run_extension_result` returns the whole report.
     """
-    f0, height, width = first_chunk.shape[0], first_chunk.shape[1], first_chunk.shape[2]
-    plan = extension_plan(total_frames, first_chunk=f0, chunk=CHUNK_FRAMES, cond_frames=COND_FRAMES)
-    latent_shape = (1, LATENT_CHANNELS, CHUNK_FRAMES, height // VAE_SCALE, width // VAE_SCALE)
-    counters = {"sampled": 0, "cached": 0}
-    total_steps = max(1, (plan.num_chunks - 1) * steps)
-    pbar = comfy.utils.ProgressBar(total_steps)
-    base_key = _digest(_CACHE_VERSION, model_fingerprint(model), vae_fingerprint(vae), conditioning_digest(negative),
-                       anchor_embeds, grey_embeds, steps, float(cfg), sampler_name, scheduler, list(latent_shape))
+    result = run_extension_result(model, positive, negative, anchor_embeds, grey_embeds, vae, first_chunk,
+                                  total_frames, seed, steps, cfg, sampler_name, scheduler,
+                                  chunk_positives=chunk_positives, cache=cache, run=run, chunk_seeds=chunk_seeds,
+                                  regenerate_from=regenerate_from, chunk_prompts=chunk_prompts, prompt=prompt,
+                                  keep_frames=keep_frames)
+    return result.frames, result.counters
 
-    def chunk_sampler(index: int, cond: torch.Tensor, anchor: torch.Tensor, chunk_seed_: int) -> torch.Tensor:
-        comfy.model_management.throw_exception_if_processing_interrupted()
-        pos = positive if chunk_positives is None else chunk_positives[index]
-        cond_u8 = frames_to_uint8(cond)
-        key = _digest(base_key, conditioning_digest(pos), chunk_seed_, cond_u8)
-        cached = cache.get(key, use_disk) if cache is not None else None
-        if cached is not None and tuple(cached.shape) == (CHUNK_FRAMES - COND_FRAMES, height, width, 3):
-            counters["cached"] += 1
-            pbar.update_absolute(index * steps, total_steps)
-            # extend_video keeps frames 8.. of what we return; the first 8 only stand in for the re-generated ones.
-            return torch.cat([cond, uint8_to_frames(cached)])
-        frames = _sample_chunk(model, pos, negative, anchor_embeds, grey_embeds, vae, cond, latent_shape,
-                               chunk_seed_, steps, cfg, sampler_name, scheduler,
-                               step_callback(model, pbar, (index - 1) * steps, total_steps))
-        counters["sampled"] += 1
-        if cache is not None:
-            # The whole new half is stored (also for a trimmed last chunk), so a longer run reuses it.
-            cache.put(key, frames_to_uint8(frames[COND_FRAMES:]), use_disk)
-        return frames
 
-    stored = extend_video(first_chunk, chunk_sampler, total_frames, seed=seed, chunk=CHUNK_FRAMES,
-                          cond_frames=COND_FRAMES, storage_dtype=torch.uint8)
-    out = from_storage(stored)
-    del stored
-    out[:f0] = first_chunk  # the first chunk as given, not its uint8 copy
-    return out, counters
+def run_extension_result(model, positive, negative, anchor_embeds, grey_embeds, vae, first_chunk, total_frames, seed,
+                         steps, cfg, sampler_name, scheduler, *, chunk_positives=None, cache=None, run=None,
+                         chunk_seeds=None, regenerate_from=0, chunk_prompts=None, prompt=None,
+                         keep_frames=None) -> ExtensionResult:
+    """:func:`run_extension` with the full :class:`~.extend_run.ExtensionResult` (per-chunk reports, notes)."""
+    height, width = first_chunk.shape[1], first_chunk.shape[2]
+    job = ExtensionJob(model=model, vae=vae, positive=positive, negative=negative, anchor_embeds=anchor_embeds,
+                       grey_embeds=grey_embeds, steps=steps, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler,
+                       width=width, height=height, chunk_positives=chunk_positives, chunk_prompts=chunk_prompts,
+                       prompt=prompt)
+    extension = ExtensionRun(job, _sample_job_chunk, run=run, cache=cache, regenerate_from=regenerate_from,
+                             chunk_seeds=chunk_seeds, keep_frames=keep_frames)
+    return extension.execute(first_chunk, total_frames, seed)
+
+
+def _sample_job_chunk(job: ExtensionJob, index: int, cond: torch.Tensor, seed: int, callback) -> torch.Tensor:
+    # Looked up at call time, so tests and benchmarks can wrap _sample_chunk and decode_video_latent.
+    return _sample_chunk(job.model, job.positive_for(index), job.negative, job.anchor_embeds, job.grey_embeds,
+                         job.vae, cond, job.latent_shape, seed, job.steps, job.cfg, job.sampler_name, job.scheduler,
+                         callback)
 
 
 def _sample_chunk(model, positive, negative, anchor_embeds, grey_embeds, vae, cond: torch.Tensor, latent_shape,
@@ -400,7 +266,7 @@ def anchor_embeddings(clip_vision: Any, anchor: torch.Tensor) -> tuple[torch.Ten
     run the vision tower again.
     """
     anchor = anchor[:1].to(torch.float32)
-    key = _digest(anchor)
+    key = digest(anchor)
     hit = _EMBEDS_CACHE.get(key)
     if hit is not None and hit[0]() is clip_vision:
         _EMBEDS_CACHE.move_to_end(key)
@@ -429,8 +295,10 @@ class ExtendNode(io.ComfyNode):
             category="StreamingT2V/sampling",
             description=(
                 "Extends a first chunk autoregressively with the StreamingT2V extender: each 16-frame chunk is "
-                "conditioned on the last 8 frames (CAM) and on the anchor frame (APM) and adds 8 frames. "
-                "Interrupt any time: re-queuing resumes from the finished chunks."
+                "conditioned on the last 8 frames (CAM) and on the anchor frame (APM) and adds 8 frames. Every "
+                "finished chunk is saved in a run folder (output/StreamingT2V/runs): interrupt, crash or restart, "
+                "then queue again and only missing chunks are sampled. Re-roll one chunk with chunk_seeds, keep "
+                "stored chunks with regenerate_from."
             ),
             inputs=[
                 io.Model.Input("model", tooltip="The StreamingT2V extender from 'StreamingT2V Model Loader' "
@@ -447,8 +315,11 @@ class ExtendNode(io.ComfyNode):
                 io.Int.Input("total_frames", default=80, min=8, max=100000,
                              tooltip="Length of the output video in frames, the first chunk included; each chunk "
                                      "adds 8 (the last one is trimmed to fit)."),
-                io.Int.Input("seed", default=33, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="Seed; each chunk's noise comes from (seed, chunk index)."),
+                io.Int.Input("seed", default=33, min=0, max=MAX_SEED, control_after_generate=True,
+                             tooltip="Base seed; chunk i's noise comes from (seed, i), and each chunk's seed is listed "
+                                     "in the info output. A new Extend node starts with 'control after generate' set to "
+                                     "fixed, so queueing again resumes the run instead of starting a new video; "
+                                     "randomize makes every queue a new video."),
                 io.Int.Input("steps", default=50, min=1, max=1000, tooltip="Sampling steps per chunk (official: 50)."),
                 io.Float.Input("cfg", default=7.5, min=0.0, max=100.0, step=0.1, round=0.01,
                                tooltip="Classifier-free guidance scale (official: 7.5)."),
@@ -471,20 +342,48 @@ class ExtendNode(io.ComfyNode):
                                         "'0: a cat walks | 120: the cat sleeps'. A chunk uses the entry with the "
                                         "largest frame <= its first new frame; before the first entry, positive."),
                 io.Boolean.Input("disk_cache", default=True, optional=True,
-                                 tooltip="Also keep finished chunks as files in the temp folder, so a resume works "
-                                         "even after the in-memory cache dropped them."),
+                                 tooltip="Save every finished chunk in the run store (output/StreamingT2V/runs/"
+                                         "<run_name>), so a resume works after a crash or a restart and Load Run can "
+                                         "read the run. Off: chunks are kept in memory only."),
+                io.String.Input("run_name", default=AUTO_RUN, optional=True,
+                                tooltip="The run folder. 'auto' (or empty): the run made from this same first chunk "
+                                        "and size, found again after restarts and on later days, else a new "
+                                        "'<date>_<prompt>_<id>' folder. A name of your own must not be a run of "
+                                        "another first chunk (that is refused, never overwritten)."),
+                io.String.Input("chunk_seeds", multiline=True, default="", optional=True,
+                                tooltip="Re-roll or pin single chunks: 'chunk: seed' entries, e.g. '37: 12345' gives "
+                                        "chunk 37 its own seed. Chunks before it are reused, chunk 37 is sampled "
+                                        "anew and the chunks after it too (their conditioning changed). The seeds "
+                                        "used are in the info output and the manifest."),
+                io.Int.Input("regenerate_from", default=0, min=0, max=100000, optional=True,
+                             tooltip="Keep chunks 1..N-1 exactly as the run stores them, whatever the settings say, "
+                                     "and make chunks from N on with this node's current settings (e.g. a new "
+                                     "prompt). 0: off, every chunk follows the current settings."),
+                io.Combo.Input("frames_output", options=[WHOLE_VIDEO, LAST_FRAMES], default=WHOLE_VIDEO,
+                               optional=True,
+                               tooltip="'whole video': the frames output holds every frame (float32 in RAM, refused "
+                                       "before sampling when it would not fit). 'last 16 frames': for very long runs; "
+                                       "the video stays in the run store, loaded by 'StreamingT2V Load Run' (its "
+                                       "video output is file-backed)."),
             ],
             outputs=[
-                io.Image.Output("frames", tooltip="The whole video, [total_frames, H, W, 3]; the first chunk's "
-                                                  "frames come first, unchanged."),
-                io.String.Output("info", tooltip="What happened: chunks sampled and resumed from cache, resizing."),
+                io.Image.Output("frames", display_name="frames",
+                                tooltip="The whole video, [total_frames, H, W, 3]; the first chunk's frames come "
+                                        "first, unchanged (or the last 16 frames, see frames_output)."),
+                io.String.Output("info", display_name="info",
+                                 tooltip="The run's name and folder, and each chunk: frames, seed, and whether it was "
+                                         "sampled or reused (memory, run store, kept); problems found."),
+                io.String.Output("run", display_name="run",
+                                 tooltip="The run's name (empty without disk_cache), for StreamingT2V Load Run."),
             ],
+            hidden=[io.Hidden.prompt, io.Hidden.unique_id],
         )
 
     @classmethod
     def execute(cls, model, positive, negative, clip_vision, vae, first_chunk, total_frames: int, seed: int,
                 steps: int, cfg: float, sampler_name: str, scheduler: str, width: int = 256, height: int = 256,
-                anchor=None, clip=None, prompt_schedule: str = "", disk_cache: bool = True) -> io.NodeOutput:
+                anchor=None, clip=None, prompt_schedule: str = "", disk_cache: bool = True, run_name: str = AUTO_RUN,
+                chunk_seeds: str = "", regenerate_from: int = 0, frames_output: str = WHOLE_VIDEO) -> io.NodeOutput:
         require_model_kind(model, KIND_EXTENDER, "model")
         if clip_vision is None:
             raise ValueError("clip_vision: missing; connect a CLIPVisionLoader with CLIP ViT-H/14 (the APM anchor "
@@ -509,33 +408,105 @@ class ExtendNode(io.ComfyNode):
         schedule = parse_prompt_schedule(prompt_schedule or "")
         if schedule and clip is None:
             raise ValueError("clip: prompt_schedule needs a CLIP to encode its prompts; connect the CLIPLoader")
+        plan = extension_plan(total_frames, first_chunk=n0, chunk=CHUNK_FRAMES, cond_frames=COND_FRAMES)
+        seeds = parse_chunk_seeds(chunk_seeds or "")
+        beyond = sorted(i for i in seeds if i >= plan.num_chunks)
+        if beyond:
+            raise ValueError(f"chunk_seeds: chunk {beyond[0]} is beyond the last chunk ({plan.num_chunks - 1}) of "
+                             f"{total_frames} frames")
+        use_store = bool(disk_cache)
+        whole = frames_output != LAST_FRAMES
+        if not whole and not use_store:
+            raise ValueError("frames_output: 'last 16 frames' keeps the video only in the run store; turn disk_cache "
+                             "on (or choose 'whole video')")
+        if regenerate_from and not use_store:
+            raise ValueError("regenerate_from: keeps chunks stored in the run store; turn disk_cache on")
+        if whole:
+            # The float32 IMAGE plus the uint8 chunks held while extending, checked before any sampling.
+            needed = float_video_bytes(total_frames, height, width) + uint8_video_bytes(total_frames, height, width)
+            available = run_memory.available_ram_bytes()
+            if not run_memory.fits_in_ram(needed, available):
+                raise ValueError(
+                    f"total_frames: {total_frames} frames at {width}x{height} need {format_bytes(needed)} of RAM for "
+                    f"the frames output (float32) and the chunks, more than fits in the "
+                    f"{format_bytes(available)} available. Make fewer frames, or set frames_output to "
+                    f"'{LAST_FRAMES}' and load the run with 'StreamingT2V Load Run', whose video output is "
+                    f"file-backed for any length")
 
         notes = []
         first, note = _to_working_size(first_chunk[..., :3].to("cpu", torch.float32), height, width)
         if note:
             notes.append(note)
             logger.info("StreamingT2V Extend: %s", note)
+        text = positive_text(cls.hidden.prompt if cls.hidden else None, cls.hidden.unique_id if cls.hidden else None)
+
+        run = None
+        if use_store:
+            first_u8 = frames_to_uint8(first)
+            identity = run_identity(first_u8)
+            hint = text or (schedule[0][1] if schedule else "") or "run"
+            base = {"prompt": text, "width": int(width), "height": int(height), "first_chunk_frames": int(n0),
+                    "created_by": "StreamingT2V Extend"}
+            store = run_store()
+            name = (run_name or "").strip()
+            try:
+                if name in ("", AUTO_RUN):
+                    run = store.open_auto(identity, hint, base, [height, width, 3])
+                else:
+                    run = store.open_or_create(name, identity, base, [height, width, 3])
+            except RunFolderError as err:
+                message = str(err)
+                raise ValueError(message if message.startswith("run_name") else f"run_name: {message}") from None
+            except RunStoreError as err:
+                raise ValueError(f"run_name: {err}; turn disk_cache off to extend in memory only") from None
+
         anchor_image = first[:1] if anchor is None else anchor[:1, ..., :3].to(torch.float32)
         anchor_embeds, grey_embeds = anchor_embeddings(clip_vision, anchor_image)
 
-        chunk_positives = None
+        chunk_positives, chunk_prompts = None, None
         if schedule:
-            encoded = [encode_text(clip, prompt) for _, prompt in schedule]
-            plan = extension_plan(total_frames, first_chunk=n0, chunk=CHUNK_FRAMES, cond_frames=COND_FRAMES)
-            chunk_positives = []
+            encoded = [encode_text(clip, p) for _, p in schedule]
+            chunk_positives, chunk_prompts = [], []
             for spec in plan.chunks:
                 i = scheduled_prompt_index(schedule, spec.new_range[0])
                 chunk_positives.append(positive if i is None else encoded[i])
+                chunk_prompts.append(text if i is None else schedule[i][1])
             notes.append("prompt schedule: " + "; ".join(f"{f}: {p}" for f, p in schedule))
 
-        video, counters = run_extension(
+        result = run_extension_result(
             model, positive, negative, anchor_embeds, grey_embeds, vae, first, total_frames, seed, steps, cfg,
-            sampler_name, scheduler, chunk_positives=chunk_positives, cache=CHUNK_CACHE, use_disk=bool(disk_cache),
+            sampler_name, scheduler, chunk_positives=chunk_positives, cache=CHUNK_CACHE if whole else None, run=run,
+            chunk_seeds=seeds,
+            regenerate_from=regenerate_from, chunk_prompts=chunk_prompts, prompt=text,
+            keep_frames=None if whole else TAIL_FRAMES,
         )
-        new = counters["sampled"] + counters["cached"]
-        info = [f"{total_frames} frames at {width}x{height}: first chunk {n0} frames + {new} chunks "
-                f"({counters['sampled']} sampled, {counters['cached']} resumed from cache)"] + notes
-        return io.NodeOutput(video.to(comfy.model_management.intermediate_device()), "\n".join(info))
+        info = _info_text(result, total_frames, width, height, n0, notes)
+        reports = [r for r in result.reports if r.index > 0]
+        ui = {"streamingt2v_run": [{
+            "name": run.name if run else "",
+            "folder": run.folder if run else "",
+            "sources": [r.source for r in reports],
+            "seeds": [str(r.seed) for r in reports],
+        }]}
+        frames = result.frames.to(comfy.model_management.intermediate_device())
+        return io.NodeOutput(frames, info, run.name if run else "", ui=ui)
+
+
+def _info_text(result: ExtensionResult, total_frames: int, width: int, height: int, n0: int, notes: list[str]) -> str:
+    c = result.counters
+    new = len(result.reports) - 1
+    lines = []
+    if result.run is not None:
+        lines.append(f"run {result.run.name!r} in {result.run.store.root}")
+    else:
+        lines.append("run store off (disk_cache): chunks in memory only")
+    reused = f"{c['reused']} reused ({c['memory']} from memory, {c['store']} from the run store"
+    reused += f", {c['kept']} kept by regenerate_from)" if c["kept"] else ")"
+    lines.append(f"{total_frames} frames at {width}x{height}: first chunk {n0} frames + {new} chunks "
+                 f"({c['sampled']} sampled, {reused}")
+    lines += notes + result.notes
+    lines += [r.line() for r in result.reports if r.index > 0]
+    return "\n".join(lines)
 
 
 NODES: list[type[io.ComfyNode]] = [ExtendNode]

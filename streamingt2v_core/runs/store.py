@@ -460,7 +460,9 @@ class Run:
         m = self.manifest()
 
         def brief(r: ChunkRecord) -> dict[str, Any]:
-            return {"index": r.index, "file": r.file, "parent": r.parent, "seed": r.seed, "prompt": r.prompt,
+            # seeds as text: they exceed the 2**53 a JavaScript number holds exactly
+            return {"index": r.index, "file": r.file, "parent": r.parent,
+                    "seed": None if r.seed is None else str(r.seed), "prompt": r.prompt,
                     "settings": r.settings, "frames": r.frames}
 
         return {

@@ -153,6 +153,7 @@ def extend_chunks(
     callback: Callable[[ChunkProgress], None] | None = None,
     resume_chunks: Sequence[Tensor] | None = None,
     keep_frames: int | None = None,
+    sampler_returns_new_frames: bool = False,
 ) -> list[Tensor]:
     """Extend ``first_chunk`` to ``total_frames`` frames, chunk by chunk; the video as a list of chunks.
 
@@ -173,6 +174,9 @@ def extend_chunks(
         keep_frames: keep only the chunks holding the last ``keep_frames`` frames (at least
             ``cond_frames``) instead of the whole video: memory stays constant in the length,
             for callers that store every chunk as it comes (``callback``).
+        sampler_returns_new_frames: the sampler returns only the chunk's ``chunk - cond_frames``
+            new frames (already in ``storage_dtype`` if it likes): they are kept as they are, no
+            copy, so a caller that also caches them holds each frame once.
 
     Returns:
         The kept frames of every chunk in order (``storage_dtype``, CPU): chunk 0 has F frames,
@@ -244,13 +248,16 @@ def extend_chunks(
         cond = from_storage(last_frames(chunks, cond_frames))
         this_seed = int(seeds[spec.index]) if spec.index in seeds else chunk_seed(seed, spec.index)
         out = chunk_sampler(spec.index, cond, anchor_frame, this_seed)
-        if not isinstance(out, Tensor) or tuple(out.shape) != (chunk, *frame_shape):
+        want = chunk - cond_frames if sampler_returns_new_frames else chunk
+        if not isinstance(out, Tensor) or tuple(out.shape) != (want, *frame_shape):
             got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-            raise ChunkFailedError(spec.index, f"chunk_sampler must return [{chunk}, "
+            raise ChunkFailedError(spec.index, f"chunk_sampler must return [{want}, "
                                                f"{', '.join(map(str, frame_shape))}] frames, got {got}")
         if _has_non_finite(out):
             raise ChunkFailedError(spec.index, "chunk_sampler output has NaN or inf values")
         k0, k1 = spec.keep_range
+        if sampler_returns_new_frames:
+            k0, k1 = 0, k1 - k0
         chunks.append(to_storage(out[k0:k1], storage_dtype))
         report(spec.index, this_seed)
     trim()

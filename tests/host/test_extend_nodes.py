@@ -81,20 +81,6 @@ def test_prompt_schedule_parsing_and_selection(comfy_host):
             extend.parse_prompt_schedule(bad)
 
 
-def test_chunk_cache_keeps_chunks_in_memory_and_on_disk(comfy_host, tmp_path):
-    extend = pack_module(comfy_host, "extend")
-    cache = extend.ChunkCache(max_bytes=3 * 8 * 4 * 4 * 3, disk_dir=str(tmp_path))
-    chunks = {f"{i:064x}": torch.randint(0, 256, (8, 4, 4, 3), dtype=torch.uint8) for i in range(5)}
-    for key, frames in chunks.items():
-        cache.put(key, frames)
-    assert len(cache._mem) == 3  # LRU bounded by bytes
-    fresh = extend.ChunkCache(disk_dir=str(tmp_path))
-    for key, frames in chunks.items():
-        assert torch.equal(fresh.get(key), frames)
-    assert fresh.disk_hits == 5
-    assert fresh.get("f" * 64) is None
-
-
 def test_ddpm_with_ddim_uniform_gives_the_official_leading_timesteps(comfy_host, host_weights):
     import comfy.samplers
 
@@ -245,12 +231,12 @@ def test_lora_on_the_extender_changes_the_video_and_strength_zero_does_not(comfy
 
 def test_interrupt_then_requeue_resumes_from_finished_chunks_bit_exact(comfy_host, host_weights, run_prompt, monkeypatch):
     extend = pack_module(comfy_host, "extend")
-    api = extend_graph(total_frames=40, seed=21, disk_cache=True)  # chunks 1..3
+    api = extend_graph(total_frames=40, seed=21, disk_cache=True, run_name="interrupt-resume")  # chunks 1..3
     reference_api = copy.deepcopy(api)
     reference_api["9"]["inputs"]["disk_cache"] = False
-    extend.CHUNK_CACHE.clear_memory()
+    extend.CHUNK_CACHE.clear()
     reference = run_prompt(reference_api)["9"][0]
-    extend.CHUNK_CACHE.clear_memory()  # the reference run must not feed the resume
+    extend.CHUNK_CACHE.clear()  # the reference run must not feed the resume
 
     counter = ChunkCounter(monkeypatch, comfy_host, interrupt_at=2)
     with pytest.raises(PromptExecutionError) as err:
@@ -260,8 +246,9 @@ def test_interrupt_then_requeue_resumes_from_finished_chunks_bit_exact(comfy_hos
 
     counter.calls, counter.interrupt_at = 0, None
     outputs = run_prompt(api)
-    assert counter.calls == 2, "chunk 1 must come from the cache, chunks 2 and 3 are sampled"
-    assert "1 resumed from cache" in outputs["9"][1]
+    assert counter.calls == 2, "chunk 1 must be reused, chunks 2 and 3 are sampled"
+    assert "chunk 1: frames 16-23, seed" in outputs["9"][1] and "reused (memory)" in outputs["9"][1]
+    assert "(2 sampled, 1 reused" in outputs["9"][1]
     assert torch.equal(outputs["9"][0], reference)
 
     # Prompt travel from frame 24 on: chunk 1 (frames 16..23) is the same computation, hence a cache hit; the

@@ -201,3 +201,18 @@ def test_resume_chunks_are_not_made_again():
     assert all(torch.equal(a, b) for a, b in zip(full, again))
     with pytest.raises(ValueError, match=r"resume_chunks\[1\]"):
         extend_chunks(first_chunk(), NoisySampler(), 40, resume_chunks=[full[0], full[1][:3]])
+
+
+def test_a_sampler_returning_only_new_frames_has_them_kept_without_a_copy():
+    made = []
+
+    def new_only(index, cond, anchor, seed):
+        frames = to_storage(NoisySampler()(index, cond, anchor, seed)[8:], torch.uint8)
+        made.append(frames)
+        return frames
+
+    chunks = extend_chunks(first_chunk(), new_only, 37, seed=5, sampler_returns_new_frames=True)
+    assert all(c.data_ptr() == m.data_ptr() for c, m in zip(chunks[1:], made))  # the same memory, not a copy
+    assert torch.equal(torch.cat(chunks), extend_video(first_chunk(), NoisySampler(), 37, seed=5))
+    with pytest.raises(ChunkFailedError, match=r"\[8, 6, 5, 3\]"):
+        extend_chunks(first_chunk(), lambda i, c, a, s: torch.zeros(16, *FRAME), 24, sampler_returns_new_frames=True)

@@ -1,0 +1,193 @@
+"""What a chunk of the extension depends on, as digests: the reuse rule of the run store.
+
+A chunk is reused (from memory or from the run store) if and only if the digest of everything it
+depends on matches: the model's weights and patches, the VAE, the negative prompt, the APM anchor
+embedding, the latent size (:func:`base_digest`), the chunk's own settings (:func:`chunk_settings`:
+its prompt, sampler, steps, CFG), its seed and the exact uint8 conditioning frames it was given
+(:func:`chunk_digest`). The conditioning frames chain the digests: changing chunk ``k`` changes
+what chunk ``k + 1`` sees, so every later chunk is made again.
+
+:func:`chunk_settings` is the one place where a chunk's settings are assembled; anything new a
+chunk depends on (control frames, colour matching...) is added there, and both the reuse rule
+and the manifest follow.
+
+A run's identity (:func:`run_identity`, what the "auto" run name looks up) is only its first
+chunk at the working size: a run can be continued with other models, prompts or seeds, whose
+chunks then sit next to the old ones in the same folder.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+__all__ = [
+    "DIGEST_VERSION",
+    "model_fingerprint",
+    "vae_fingerprint",
+    "conditioning_digest",
+    "digest",
+    "run_identity",
+    "first_chunk_digest",
+    "base_digest",
+    "ChunkSettings",
+    "chunk_settings",
+    "chunk_digest",
+]
+
+#: Bump when what a digest covers changes: old stored chunks are then not reused (they stay on disk).
+DIGEST_VERSION = "streamingt2v-extend-v2"
+
+
+def _update_tensor(h: "hashlib._Hash", t: torch.Tensor, sample: bool = False) -> None:
+    t = t.detach()
+    h.update(f"{tuple(t.shape)}{t.dtype}".encode())
+    flat = t.reshape(-1)
+    if sample and flat.numel() > 4096:
+        # Large weights: a strided sample of the values (a fingerprint, not a checksum of gigabytes).
+        flat = flat[:: max(1, flat.numel() // 2048)][:2048]
+    flat = flat.to("cpu").contiguous()
+    if flat.dtype == torch.bfloat16:
+        flat = flat.view(torch.int16)
+    h.update(flat.numpy().tobytes())
+
+
+def _update_value(h: "hashlib._Hash", value: Any, sample: bool = False) -> None:
+    if torch.is_tensor(value):
+        _update_tensor(h, value, sample)
+    elif isinstance(value, dict):
+        for k in sorted(value, key=str):
+            h.update(repr(k).encode())
+            _update_value(h, value[k], sample)
+    elif isinstance(value, (list, tuple)):
+        h.update(f"seq{len(value)}".encode())
+        for v in value:
+            _update_value(h, v, sample)
+    elif isinstance(value, (int, float, str, bool)) or value is None:
+        h.update(repr(value).encode())
+    else:
+        # Opaque host objects (hooks, control nets...): their identity is all we can use (a new process makes
+        # them anew, so such chunks are sampled again rather than wrongly reused).
+        h.update(f"{type(value).__name__}@{id(value)}".encode())
+
+
+def digest(*parts: Any) -> str:
+    """SHA-256 (hex) of values: tensors (shape, dtype, bytes), dicts, sequences, plain scalars."""
+    h = hashlib.sha256()
+    for p in parts:
+        _update_value(h, p)
+    return h.hexdigest()
+
+
+def conditioning_digest(conditioning: list) -> str:
+    h = hashlib.sha256()
+    _update_value(h, [[c[0], c[1]] for c in conditioning])
+    return h.hexdigest()
+
+
+def model_fingerprint(model: Any) -> str:
+    """Identity of a MODEL's weights as sampled: source file (or sampled weights) plus LoRA/weight patches."""
+    h = hashlib.sha256()
+    inner = model.model
+    source = getattr(inner, "streamingt2v_source", None)
+    if source is not None:
+        h.update(repr(source).encode())
+    else:
+        for name, tensor in inner.diffusion_model.state_dict().items():
+            h.update(name.encode())
+            _update_tensor(h, tensor, sample=True)
+    h.update(str(model.model_dtype()).encode())
+    for key in sorted(model.patches):
+        h.update(key.encode())
+        for patch in model.patches[key]:
+            strength_patch, adapter, strength_model = patch[0], patch[1], patch[2]
+            h.update(repr((strength_patch, strength_model, type(adapter).__name__)).encode())
+            weights = getattr(adapter, "weights", adapter)
+            _update_value(h, weights, sample=True)
+    for key in sorted(model.object_patches):
+        h.update(f"object_patch:{key}@{id(model.object_patches[key])}".encode())
+    # CFG functions, wrappers etc. added by other nodes (RescaleCFG, ...): opaque objects count by identity, so a
+    # change recomputes rather than reusing chunks made without it.
+    _update_value(h, model.model_options)
+    return h.hexdigest()
+
+
+def vae_fingerprint(vae: Any) -> str:
+    h = hashlib.sha256()
+    fsm = getattr(vae, "first_stage_model", None)
+    if fsm is None:
+        h.update(f"{type(vae).__name__}@{id(vae)}".encode())
+    else:
+        for name, tensor in fsm.state_dict().items():
+            h.update(name.encode())
+            _update_tensor(h, tensor, sample=True)
+    return h.hexdigest()
+
+
+def first_chunk_digest(first_u8: torch.Tensor) -> str:
+    """Digest of chunk 0: the first chunk's uint8 frames at the working size."""
+    return digest(DIGEST_VERSION, "chunk0", first_u8)
+
+
+def run_identity(first_u8: torch.Tensor) -> str:
+    """A run's identity: its first chunk (uint8, working size, so also the frame size)."""
+    return digest("streamingt2v-run-identity-v1", first_u8)
+
+
+def base_digest(model: Any, vae: Any, negative: list, anchor_embeds: torch.Tensor, grey_embeds: torch.Tensor,
+                latent_shape: tuple[int, ...]) -> str:
+    """What every chunk of one extension shares: model + patches, VAE, negative prompt, anchor embeddings, latent size."""
+    return digest(DIGEST_VERSION, model_fingerprint(model), vae_fingerprint(vae), conditioning_digest(negative),
+                  anchor_embeds, grey_embeds, list(latent_shape))
+
+
+@dataclass
+class ChunkSettings:
+    """Everything chunk ``index`` depends on besides its seed and conditioning frames.
+
+    Attributes:
+        readable: JSON values: stored in the manifest (``settings``) and compared by the web readout
+            to tell, before queueing, which chunks will be reused. ``prompt`` there is informative
+            only (the positive conditioning's digest covers it).
+        hidden: values only digested (conditioning digests, tensors...).
+    """
+
+    readable: dict[str, Any] = field(default_factory=dict)
+    hidden: dict[str, Any] = field(default_factory=dict)
+
+    #: readable keys that are not part of the digest
+    INFORMATIVE = ("prompt",)
+
+    def digest_parts(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        return {k: v for k, v in self.readable.items() if k not in self.INFORMATIVE}, self.hidden
+
+
+def chunk_settings(job: Any, index: int) -> ChunkSettings:
+    """THE place where chunk ``index``'s settings are assembled (``job``: an ``extend_run.ExtensionJob``).
+
+    Add anything new a chunk depends on here: to ``readable`` if the web readout can see it on the node (widget
+    values), else to ``hidden``.
+    """
+    return ChunkSettings(
+        readable={
+            "steps": int(job.steps),
+            "cfg": float(job.cfg),
+            "sampler_name": job.sampler_name,
+            "scheduler": job.scheduler,
+            "width": int(job.width),
+            "height": int(job.height),
+            "prompt": job.prompt_for(index),
+        },
+        hidden={
+            "base": job.base_digest,
+            "positive": job.positive_digest(index),
+        },
+    )
+
+
+def chunk_digest(settings: ChunkSettings, seed: int, cond_u8: torch.Tensor) -> str:
+    """The reuse key of a chunk: its settings, its seed and its exact uint8 conditioning frames."""
+    readable, hidden = settings.digest_parts()
+    return digest(DIGEST_VERSION, readable, hidden, int(seed), cond_u8)

@@ -1,0 +1,277 @@
+"""The run store through the real host: resume from disk, tampered chunks, re-roll, regenerate-from-N, Load Run.
+
+Tiny random extender, host encoders full size with random weights, 64x64 frames, one sampling step per chunk:
+the frames are noise, but every path (host sampler, VAE, run store on disk, verification) is the real one. Where
+the same graph is queued again, the host's output cache is emptied first, as a restart would.
+"""
+from __future__ import annotations
+
+import copy
+import errno
+import json
+import os
+import uuid
+
+import pytest
+import torch
+from harness import PromptExecutionError, PromptValidationError
+from test_extend_nodes import ChunkCounter, SIZE, extend_graph, pack_module
+
+from streamingt2v_core.runs import RunStore, files
+from streamingt2v_core.runs.manifest import VERSION
+from streamingt2v_core.runs.store import encode_chunk
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def store_of(comfy_host) -> RunStore:
+    return RunStore(pack_module(comfy_host, "runs").runs_root())
+
+
+def forget_memory(comfy_host) -> None:
+    """What a restart does: the host's output cache and our in-memory fast path are empty."""
+    comfy_host.executor.reset()
+    pack_module(comfy_host, "extend").CHUNK_CACHE.clear()
+
+
+def error_of(run_prompt, api) -> str:
+    with pytest.raises((PromptExecutionError, PromptValidationError)) as err:
+        run_prompt(api)
+    return str(err.value)
+
+
+def test_extend_outputs_and_seed_control_are_named_for_the_ui(comfy_host):
+    info = comfy_host.node_info("StreamingT2VExtend")
+    assert info["output_name"] == ["frames", "info", "run"]
+    seed = info["input"]["required"]["seed"][1]
+    assert seed["control_after_generate"] is True and "fixed" in seed["tooltip"] and "resume" in seed["tooltip"]
+    load = comfy_host.node_info("StreamingT2VLoadRun")
+    assert load["output_name"] == ["frames", "video", "manifest"] and load["output"] == ["IMAGE", "VIDEO", "STRING"]
+
+
+def test_resume_tamper_reroll_regenerate_and_load_run(comfy_host, host_weights, run_prompt, monkeypatch):
+    extend = pack_module(comfy_host, "extend")
+    runs = pack_module(comfy_host, "runs")
+    name = unique("store")
+    api = extend_graph(total_frames=40, seed=21, disk_cache=True, run_name=name)  # chunks 1..3
+    counter = ChunkCounter(monkeypatch, comfy_host)
+
+    # 1. A first run: every chunk sampled and stored, each with its seed.
+    out = run_prompt(api)
+    reference, info = out["9"][0], out["9"][1]
+    assert counter.calls == 3 and f"run '{name}'" in info
+    store = store_of(comfy_host)
+    run = store.open(name)
+    m = run.manifest()
+    timeline = m.timeline_records()
+    assert [r.index for r in timeline] == [0, 1, 2, 3]
+    seeds = [r.seed for r in timeline[1:]]
+    assert seeds == [extend.chunk_seed(21, i) for i in (1, 2, 3)]
+    for r in timeline[1:]:
+        assert f"chunk {r.index}: frames {r.frames[0]}-{r.frames[1] - 1}, seed {r.seed}, sampled" in info
+        assert r.prompt == "a cat walks on the street" and r.settings["steps"] == 1 and r.seconds > 0
+
+    # 2. A restart (memory gone): chunk 2's bytes altered, chunk 3 replaced by another valid tensor of the right
+    #    shape. Both are detected, reported, moved aside (not deleted) and sampled again: the video is unchanged.
+    forget_memory(comfy_host)
+    c2, c3 = (os.path.join(run.chunks_dir, timeline[i].file) for i in (2, 3))
+    data = bytearray(open(c2, "rb").read())
+    data[-7] ^= 0x55
+    open(c2, "wb").write(bytes(data))
+    open(c3, "wb").write(encode_chunk(torch.full((8, SIZE, SIZE, 3), 77, dtype=torch.uint8), 3, timeline[3].digest))
+    counter.calls = 0
+    out = run_prompt(api)
+    info = out["9"][1]
+    assert counter.calls == 2 and torch.equal(out["9"][0], reference)
+    assert "chunk 1: frames 16-23, seed" in info and "reused (run store)" in info
+    for i in (2, 3):
+        assert f"run '{name}', chunk {i}: stored chunk failed verification" in info
+    moved = [n for n in os.listdir(run.chunks_dir) if ".corrupt-" in n]
+    assert len(moved) == 2
+    assert open(os.path.join(run.chunks_dir, next(n for n in moved if n.startswith(timeline[2].file))), "rb").read() == bytes(data)
+    assert [p["index"] for p in run.manifest().problems] == [2, 3]
+
+    # 3. Re-roll chunk 2: chunk 1 reused byte for byte, chunk 2 new, chunk 3 made again (its conditioning changed).
+    counter.calls = 0
+    reroll = copy.deepcopy(api)
+    reroll["9"]["inputs"]["chunk_seeds"] = "2: 777"
+    out = run_prompt(reroll)
+    video = out["9"][0]
+    assert counter.calls == 2
+    assert torch.equal(video[:24], reference[:24])
+    assert not torch.equal(video[24:32], reference[24:32]) and not torch.equal(video[32:], reference[32:])
+    assert "chunk 2: frames 24-31, seed 777, sampled" in out["9"][1]
+    m = run.manifest()
+    assert sorted(r.seed for r in m.versions(2)) == sorted([777, seeds[1]])
+    assert m.timeline_records()[2].seed == 777
+
+    # 4. Back to the old seed (pinned by its number from the info output): nothing sampled, the old files are used.
+    counter.calls = 0
+    pinned = copy.deepcopy(api)
+    pinned["9"]["inputs"]["chunk_seeds"] = f"2: {seeds[1]}"
+    out = run_prompt(pinned)
+    assert counter.calls == 0 and torch.equal(out["9"][0], reference)
+    assert [r.file for r in run.manifest().timeline_records()] == [r.file for r in timeline]
+
+    # 5. Regenerate from chunk 2 with a new prompt: chunk 1 kept exactly as stored (although the prompt changed),
+    #    chunks 2 and 3 follow the new prompt.
+    counter.calls = 0
+    regen = copy.deepcopy(api)
+    regen["6"]["inputs"]["text"] = "a red car drives at night"
+    regen["9"]["inputs"]["regenerate_from"] = 2
+    out = run_prompt(regen)
+    regenerated, info = out["9"][0], out["9"][1]
+    assert counter.calls == 2
+    assert torch.equal(regenerated[:24], reference[:24]) and not torch.equal(regenerated[24:], reference[24:])
+    assert "chunk 1: frames 16-23, seed" in info and "kept as stored (regenerate_from)" in info
+    assert [r.prompt for r in run.manifest().timeline_records()[1:]] == [
+        "a cat walks on the street", "a red car drives at night", "a red car drives at night"]
+
+    # 6. Only the last 16 frames in RAM (the video stays in the store): all reused, the tail is the same.
+    counter.calls = 0
+    tail = copy.deepcopy(regen)
+    tail["9"]["inputs"]["frames_output"] = extend.LAST_FRAMES
+    out = run_prompt(tail)
+    assert counter.calls == 0 and torch.equal(out["9"][0], regenerated[-16:])
+
+    # 7. Load Run: the stored run as IMAGE (bit-identical: EmptyImage colours are exact in uint8), as a file-backed
+    #    VIDEO that SaveVideo takes, and the manifest as text.
+    load = {
+        "30": {"class_type": "StreamingT2VLoadRun", "inputs": {"run_name": name, "fps": 8.0,
+                                                               "frames_output": runs.WHOLE_VIDEO}},
+        "31": {"class_type": "SaveVideo", "inputs": {"video": ["30", 1], "filename_prefix": f"StreamingT2V/test/{name}",
+                                                      "format": "mp4", "codec": "h264"}},
+        "32": {"class_type": "PreviewAny", "inputs": {"source": ["30", 2]}},
+    }
+    out = run_prompt(load)
+    frames, video, manifest = out["30"]
+    assert torch.equal(frames, regenerated)
+    assert video.get_dimensions() == (SIZE, SIZE) and video.get_frame_count() == 40
+    assert os.path.dirname(video.get_stream_source()) == run.videos_dir
+    components = video.get_components()
+    assert components.images.shape == (40, SIZE, SIZE, 3) and float(components.frame_rate) == 8.0
+    assert json.loads(manifest)["run_name"] == name
+    assert comfy_host.ui_outputs()["31"]["images"], "SaveVideo wrote nothing"
+
+    # 8. The route the web readout asks: the timeline and every stored version with its seed.
+    summary = runs.run_summary(name)
+    assert summary["exists"] and summary["frames_stored"] == 40 and len(summary["timeline"]["files"]) == 4
+    assert {v["seed"] for v in summary["versions"] if v["index"] == 2} >= {"777", str(seeds[1])}
+    assert runs.run_summary(unique("none"))["exists"] is False
+
+
+def test_a_full_disk_mid_run_keeps_the_sampled_chunks_and_says_so(comfy_host, host_weights, run_prompt, monkeypatch):
+    name = unique("full")
+    api = extend_graph(total_frames=32, seed=4, disk_cache=True, run_name=name)
+    ChunkCounter(monkeypatch, comfy_host)
+    real_open, real_write, opened = files._open_new, files._write_all, {}
+
+    def open_new(path):
+        fd = real_open(path)
+        opened[fd] = path
+        return fd
+
+    def write_all(fd, data):  # the disk fills up when chunk 1 is written
+        if "chunk_00001" in opened.get(fd, ""):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_write(fd, data)
+
+    monkeypatch.setattr(files, "_open_new", open_new)
+    monkeypatch.setattr(files, "_write_all", write_all)
+    out = run_prompt(api)
+    video, info = out["9"][0], out["9"][1]
+    assert video.shape == (32, SIZE, SIZE, 3) and bool(video.isfinite().all())
+    assert f"run '{name}', chunk 1: could not be written to the run store (No space left on device)" in info
+    assert "goes on in memory" in info and "chunk 2: frames 24-31" in info
+    monkeypatch.undo()
+    run = store_of(comfy_host).open(name)
+    m = run.manifest()
+    assert [r.index for r in m.chunks.values()] == [0] and len(m.timeline.files) == 1
+    assert os.listdir(run.chunks_dir) == [m.timeline.files[0]]  # no half-written file left behind
+
+
+def test_bad_run_input_is_refused_before_any_sampling(comfy_host, host_weights, run_prompt, monkeypatch, tmp_path):
+    counter = ChunkCounter(monkeypatch, comfy_host)
+    store = store_of(comfy_host)
+    os.makedirs(store.root, exist_ok=True)
+
+    foreign = unique("foreign")
+    os.makedirs(os.path.join(store.root, foreign))
+    open(os.path.join(store.root, foreign, "holiday.mp4"), "wb").write(b"not ours")
+    message = error_of(run_prompt, extend_graph(disk_cache=True, run_name=foreign))
+    assert "run_name" in message and "not a StreamingT2V run" in message
+    assert os.listdir(os.path.join(store.root, foreign)) == ["holiday.mp4"]
+
+    old = unique("old")
+    os.makedirs(os.path.join(store.root, old))
+    with open(os.path.join(store.root, old, "manifest.json"), "w") as f:
+        json.dump({"format": "streamingt2v-run", "version": VERSION - 1, "chunks": {}}, f)
+    message = error_of(run_prompt, extend_graph(disk_cache=True, run_name=old))
+    assert "run_name" in message and "older version" in message and old in message
+
+    other = unique("other")
+    store.open_or_create(other, "e" * 64, {"prompt": "another video", "width": SIZE, "height": SIZE}, [SIZE, SIZE, 3])
+    message = error_of(run_prompt, extend_graph(disk_cache=True, run_name=other))
+    assert "run_name" in message and "another first chunk" in message and "overwritten" in message
+
+    for inputs, words in (
+        ({"chunk_seeds": "two: 5"}, "chunk_seeds"),
+        ({"chunk_seeds": "9: 5"}, "chunk_seeds: chunk 9 is beyond"),
+        ({"regenerate_from": 3, "run_name": unique("empty")}, "regenerate_from"),
+        ({"frames_output": "last 16 frames (the video stays in the run store)", "disk_cache": False}, "frames_output"),
+        ({"run_name": "../escape"}, "run_name"),
+    ):
+        message = error_of(run_prompt, extend_graph(**{"disk_cache": True, **inputs}))
+        assert words in message, (inputs, message)
+
+    # RAM: the IMAGE output of total_frames is estimated against available memory before any sampling
+    import streamingt2v_core.runs.memory as memory
+
+    monkeypatch.setattr(memory, "available_ram_bytes", lambda: 64 << 20)
+    message = error_of(run_prompt, extend_graph(total_frames=4000, disk_cache=False))
+    assert "total_frames" in message and "StreamingT2V Load Run" in message and "file-backed" in message
+    monkeypatch.undo()
+
+    # a read-only output folder: a clear error naming the run, nothing sampled
+    counter = ChunkCounter(monkeypatch, comfy_host)
+    monkeypatch.setattr(files, "_open_new", lambda path: (_ for _ in ()).throw(OSError(errno.EROFS, "Read-only file system")))
+    message = error_of(run_prompt, extend_graph(disk_cache=True, run_name=unique("readonly")))
+    assert "run_name" in message and "Read-only file system" in message
+    assert counter.calls == 0
+
+
+def load_run_graph(name: str, frames_output: str = "whole video") -> dict:
+    return {"1": {"class_type": "StreamingT2VLoadRun", "inputs": {"run_name": name, "fps": 8.0,
+                                                                  "frames_output": frames_output}},
+            "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 2]}}}
+
+
+def test_load_run_refuses_ram_it_lacks_gives_the_video_and_names_a_missing_chunk(comfy_host, host_weights, run_prompt,
+                                                                                  monkeypatch):
+    import streamingt2v_core.runs.memory as memory
+
+    runs = pack_module(comfy_host, "runs")
+    name = unique("load")
+    ChunkCounter(monkeypatch, comfy_host)
+    video = run_prompt(extend_graph(total_frames=24, seed=8, disk_cache=True, run_name=name))["9"][0]
+
+    # Not enough RAM for the IMAGE: refused before reading, pointing at the file-backed video output...
+    monkeypatch.setattr(memory, "available_ram_bytes", lambda: 1 << 10)
+    message = error_of(run_prompt, load_run_graph(name))
+    assert "frames_output" in message and name in message and "file-backed" in message
+    # ...which works for any length: the IMAGE is then the first frame only.
+    frames, loaded, _ = run_prompt(load_run_graph(name, runs.FIRST_FRAME))["1"]
+    assert frames.shape == (1, SIZE, SIZE, 3) and torch.equal(frames[0], video[0])
+    assert loaded.get_frame_count() == 24
+    monkeypatch.undo()
+
+    # A chunk file gone: Load Run names run and chunk and loads nothing.
+    ChunkCounter(monkeypatch, comfy_host)
+    run = store_of(comfy_host).open(name)
+    record = run.manifest().timeline_records()[1]
+    os.remove(os.path.join(run.chunks_dir, record.file))
+    comfy_host.executor.reset()
+    message = error_of(run_prompt, load_run_graph(name))
+    assert f"run '{name}', chunk 1" in message and "missing" in message and "StreamingT2V Extend again" in message
