@@ -243,7 +243,7 @@ def _grid(shape: tuple[int, ...], std: float, gen: torch.Generator, levels: int 
     """Gaussian-like values ``q * 2^k``, ``q`` an integer in ``[-levels, levels]``, standard deviation about ``std``.
 
     A power-of-two step keeps every value exact in fp16/bf16/fp32, and the few levels make the file compress
-    about 13x (lzma), which keeps the fixture small although the 1024-wide context projections are not.
+    about 11x (lzma), which keeps the fixture small although the 1024-wide context projections are not.
     """
     step = 2.0 ** round(math.log2(std / (levels / 2)))
     q = torch.clamp(torch.round(torch.randn(shape, generator=gen) * levels / 2), -levels, levels)
