@@ -7,8 +7,15 @@
 //
 // The readout is a DOM widget added after the node's own widgets and never serialised (neither
 // into the saved workflow nor into the API prompt), so workflows and prompts are unchanged.
+//
+// The metric nodes (category StreamingT2V/metrics) get a result box of fixed height: before a
+// run it says the numbers come with the run; after it, it shows the numbers the node reports (the
+// `text` of its UI output) and a thumbnail of its plot (`streamingt2v_plot`; a click opens the
+// full plot). A fixed height keeps the node where the workflow put it: the host's own image
+// preview would grow the node by 220 px after every run, over its neighbours.
 
 import { app } from "../../scripts/app.js";
+import { api } from "../../scripts/api.js";
 import {
   DEFAULT_FIRST_CHUNK,
   DEFAULT_FPS,
@@ -20,11 +27,18 @@ import {
 
 const EXTENSION_NAME = "StreamingT2V.Readouts";
 export const READOUT_WIDGET_NAME = "streamingt2v_readout";
+export const RESULT_WIDGET_NAME = "streamingt2v_result";
 const READOUT_CLASS = "streamingt2v-readout";
+const METRICS_CATEGORY = "StreamingT2V/metrics";
+/** Text lines of a metric node's result box (MAWE's summary is the longest), and its plot. */
+const RESULT_LINES = 4;
+const PLOT_THUMB_PX = 96;
+const PLOT_UI_KEY = "streamingt2v_plot";
+const RESULT_BEFORE_RUN = "numbers and plot appear here after a run";
 const LINE_HEIGHT_PX = 15;
 const READOUT_MARGIN_PX = 6;
-/** Wide enough for a readout line (about 48 characters) without ellipsis. */
-const MIN_NODE_WIDTH_PX = 360;
+/** Wide enough for a readout line (about 47 characters of 11 px monospace) without ellipsis. */
+const MIN_NODE_WIDTH_PX = 340;
 /** How far the readouts walk the graph to find the video length or the fps. */
 const MAX_HOPS = 12;
 
@@ -253,9 +267,11 @@ export function refreshAllReadouts(graph = app.graph) {
   graph?.setDirtyCanvas?.(true, true);
 }
 
-function addReadoutWidget(node) {
-  if (widget(node, READOUT_WIDGET_NAME)) return;
-  const lines = READOUT_LINES[node.type] ?? 3;
+/**
+ * A read-only text box under the node's widgets, `lines` lines tall (a fixed height, so nodes
+ * never resize while editing or after a run), never serialised.
+ */
+function addTextWidget(node, name, lines, getText, extraPx = 0) {
   const element = document.createElement("div");
   element.className = READOUT_CLASS;
   element.dataset.nodeType = node.type;
@@ -263,7 +279,7 @@ function addReadoutWidget(node) {
     boxSizing: "border-box",
     width: "100%",
     height: "100%",
-    minHeight: `${lines * LINE_HEIGHT_PX + 8}px`, // Nodes 2.0 (Vue) sizes the widget by its content
+    minHeight: `${lines * LINE_HEIGHT_PX + 8 + extraPx}px`, // Nodes 2.0 (Vue) sizes the widget by its content
     padding: "3px 6px",
     font: `11px/${LINE_HEIGHT_PX}px ui-monospace, "DejaVu Sans Mono", "Liberation Mono", monospace`,
     color: "var(--input-text, #ddd)",
@@ -288,19 +304,76 @@ function addReadoutWidget(node) {
       app.canvas?.[handler]?.(event);
     });
   }
-  const height = lines * LINE_HEIGHT_PX + 8 + 2 * READOUT_MARGIN_PX;
-  const w = node.addDOMWidget(READOUT_WIDGET_NAME, "streamingt2v-readout", element, {
-    serialize: false, // keeps the readout out of the API prompt
+  const height = lines * LINE_HEIGHT_PX + 8 + extraPx + 2 * READOUT_MARGIN_PX;
+  const w = node.addDOMWidget(name, "streamingt2v-readout", element, {
+    serialize: false, // keeps the text out of the API prompt
     hideOnZoom: false,
     margin: READOUT_MARGIN_PX,
     getValue: () => element.textContent,
-    setValue: () => {}, // read-only: the text is always computed from the graph
+    setValue: () => {}, // read-only
     getMinHeight: () => height,
     getMaxHeight: () => height,
-    onDraw: () => refreshReadout(node), // cheap; catches every way a value can change
+    ...(getText ? { onDraw: getText } : {}),
   });
-  w.serialize = false; // keeps the readout out of the saved workflow's widgets_values
+  w.serialize = false; // keeps the text out of the saved workflow's widgets_values
+  return w;
+}
+
+function addReadoutWidget(node) {
+  if (widget(node, READOUT_WIDGET_NAME)) return;
+  // onDraw is cheap and catches every way a value can change.
+  addTextWidget(node, READOUT_WIDGET_NAME, READOUT_LINES[node.type] ?? 3, () => refreshReadout(node));
   refreshReadout(node);
+}
+
+/** The URL the host serves a saved image at (/view, as its own previews use). */
+function imageUrl(image) {
+  const params = new URLSearchParams({ filename: image.filename, subfolder: image.subfolder ?? "", type: image.type ?? "temp" });
+  return api.apiURL(`/view?${params}`);
+}
+
+/** Shows a metric node's reported numbers and plot (or, before a run, where they will appear). */
+export function showResult(node, text, plot = null) {
+  const element = widget(node, RESULT_WIDGET_NAME)?.element;
+  if (!element) return;
+  const value = text?.trim() ? text.trim() : RESULT_BEFORE_RUN;
+  const textBox = element.querySelector(".streamingt2v-result-text");
+  const img = element.querySelector("img");
+  textBox.textContent = value;
+  element.title = value;
+  element.classList.toggle("streamingt2v-result-empty", value === RESULT_BEFORE_RUN);
+  if (plot?.filename) {
+    img.src = imageUrl(plot);
+    img.style.visibility = "visible";
+  } else {
+    img.removeAttribute("src");
+    img.style.visibility = "hidden";
+  }
+}
+
+function addResultWidget(node) {
+  if (widget(node, RESULT_WIDGET_NAME)) return;
+  const w = addTextWidget(node, RESULT_WIDGET_NAME, RESULT_LINES, null, PLOT_THUMB_PX);
+  const element = w.element;
+  element.style.whiteSpace = "normal";
+  const textBox = document.createElement("div");
+  textBox.className = "streamingt2v-result-text";
+  Object.assign(textBox.style, { whiteSpace: "pre", overflow: "hidden", textOverflow: "ellipsis",
+                                 height: `${RESULT_LINES * LINE_HEIGHT_PX}px` });
+  const img = document.createElement("img");
+  img.alt = "plot";
+  Object.assign(img.style, { display: "block", width: "100%", height: `${PLOT_THUMB_PX}px`, objectFit: "contain",
+                             cursor: "zoom-in", visibility: "hidden" });
+  // A click opens the full-size plot; the button press is not passed to the canvas.
+  img.addEventListener("pointerdown", (event) => event.stopPropagation());
+  img.addEventListener("click", () => img.src && window.open(img.src, "_blank"));
+  element.append(textBox, img);
+  showResult(node, "");
+}
+
+function isMetricNode(nodeData) {
+  return !!nodeData.output_node && String(nodeData.category ?? "").startsWith(METRICS_CATEGORY)
+    && String(nodeData.name ?? "").startsWith("StreamingT2V");
 }
 
 function chain(object, method, after) {
@@ -316,6 +389,21 @@ app.registerExtension({
   name: EXTENSION_NAME,
 
   async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (isMetricNode(nodeData)) {
+      chain(nodeType.prototype, "onNodeCreated", function () {
+        addResultWidget(this);
+        const size = this.computeSize();
+        this.setSize([Math.max(this.size[0], size[0], MIN_NODE_WIDTH_PX), Math.max(this.size[1], size[1])]);
+      });
+      chain(nodeType.prototype, "onConfigure", function () {
+        if (this.size[0] < MIN_NODE_WIDTH_PX) this.size[0] = MIN_NODE_WIDTH_PX;
+      });
+      chain(nodeType.prototype, "onExecuted", function (message) {
+        const text = message?.text;
+        showResult(this, Array.isArray(text) ? text.join("\n") : String(text ?? ""), message?.[PLOT_UI_KEY]?.[0]);
+      });
+      return;
+    }
     if (!READOUTS[nodeData.name]) return;
     chain(nodeType.prototype, "onNodeCreated", function () {
       addReadoutWidget(this);

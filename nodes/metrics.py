@@ -9,6 +9,12 @@ Model folders registered here (under the host's models directory):
 * ``raft``: torchvision RAFT-large weights (``raft_large_C_T_SKHT_V2-ff5fadd5.pth``) for MAWE;
 * ``streamingt2v_metrics``: open_clip checkpoints for the CLIP score (the host's ``clip`` /
   ``text_encoders`` folder is searched too).
+Their dropdowns list only the files that can work (a full open_clip ViT checkpoint, a RAFT-large
+state dict), told from tensor names alone (:mod:`streamingt2v_core.metrics.weight_files`).
+
+Each node shows its numbers and its plot on the node after a run. At start-up the pack writes a
+small synthetic sample video into the host's input folder when it is missing, so
+``workflows/evaluate_video.json`` opens with its video in place and runs on a fresh install.
 """
 from __future__ import annotations
 
@@ -17,10 +23,13 @@ import math
 import os
 from typing import Any
 
+import logging
+
 import folder_paths
 import torch
 from comfy_api.latest import io, ui
 
+from streamingt2v_core.metrics import weight_files
 from streamingt2v_core.metrics.clip_score import OpenClipBundle, clip_score, load_open_clip, supported_architectures
 from streamingt2v_core.metrics.mawe import DEFAULT_COEFF, DEFAULT_SIZE, load_raft_large, make_flow_backend, motion_aware_warp_error
 from streamingt2v_core.metrics.plot import PLAN_CHOICES, chunk_marks, plot_series
@@ -31,6 +40,10 @@ CLIP_FOLDER = "streamingt2v_metrics"
 HOST_CLIP_FOLDER = "text_encoders"  # the host maps the legacy "clip" folder name onto this one
 NO_FILE = "none"
 AUTO = "auto"
+FIRST_TRY_MAWE_SIZE = 256
+"""MAWE's default working size: the extender's own 256 px frames, seconds per video on any device.
+The paper's protocol (720, ``DEFAULT_SIZE``) is one widget edit away, and the node says which
+numbers are comparable to the paper's."""
 
 
 def _register_folder(name: str) -> None:
@@ -44,6 +57,40 @@ def _register_folder(name: str) -> None:
 
 _register_folder(RAFT_FOLDER)
 _register_folder(CLIP_FOLDER)
+
+
+def _ensure_sample_video() -> None:
+    """Write the evaluation workflow's sample video into the input folder when it is missing.
+
+    ``workflows/evaluate_video.json`` loads ``streamingt2v_sample.mp4`` (2 synthetic scenes of 16
+    frames, one cut): with it in place the workflow opens without missing files and runs as
+    shipped. A read-only input folder only costs the sample, never the pack.
+    """
+    from streamingt2v_core.metrics.synthetic import SAMPLE_VIDEO_NAME, write_evaluation_video
+
+    import tempfile
+
+    folder = folder_paths.get_input_directory()
+    path = os.path.join(folder, SAMPLE_VIDEO_NAME)
+    if os.path.isfile(path):
+        return
+    partial = None
+    try:
+        os.makedirs(folder, exist_ok=True)
+        # Written under a temporary name and moved into place: a second server starting on the
+        # same folder, or a listing of the folder meanwhile, never sees half a video.
+        handle, partial = tempfile.mkstemp(prefix=".streamingt2v_sample_", suffix=".mp4", dir=folder)
+        os.close(handle)
+        write_evaluation_video(partial)
+        os.replace(partial, path)
+    except Exception as exc:  # noqa: BLE001 - the sample is a convenience, the nodes work without it
+        logging.warning("StreamingT2V: could not write the sample video %s (%s); "
+                        "evaluate_video.json needs a video of your own", path, exc)
+        if partial and os.path.exists(partial):
+            os.remove(partial)
+
+
+_ensure_sample_video()
 
 Series = io.Custom("STREAMINGT2V_SERIES")
 """A metric series: dict with ``metric``, ``name``, ``x`` (frame positions; i + 0.5 for pairs),
@@ -104,6 +151,19 @@ def _json_safe(value: Any) -> Any:
 
 def _plot_image(array) -> torch.Tensor:
     return torch.from_numpy(array).float().div(255.0).unsqueeze(0)
+
+
+PLOT_UI_KEY = "streamingt2v_plot"
+"""UI output key of a metric node's plot. Not the host's ``images`` key on purpose: the host would
+grow the node by a 220 px preview after every run and push it over its neighbours; our result
+box (js/streamingt2v.js) shows the plot as a thumbnail of fixed height instead."""
+
+
+def _result_ui(node_cls, plot: torch.Tensor, summary: str) -> dict:
+    """What a metric node shows after a run: its summary text and its plot (saved to the temp
+    folder the way the host's Preview Image saves one), both drawn in the node's result box."""
+    saved = ui.PreviewImage(plot, cls=node_cls).as_dict()["images"]
+    return {PLOT_UI_KEY: saved, **ui.PreviewText(summary).as_dict()}
 
 
 def _series(metric: str, name: str, x: list[float], values: list[float], num_frames: int,
@@ -177,7 +237,8 @@ class SCutsNode(io.ComfyNode):
                          num_frames, result.cut_frames, scuts=result.num_cuts)
         cuts_text = ", ".join(str(c) for c in result.cut_frames)
         summary = f"SCuts: {result.num_cuts}" + (f" (at frames {cuts_text})" if cuts_text else "") + f"\nreport: {path}"
-        return io.NodeOutput(result.num_cuts, cuts_text, series, _plot_image(plot), ui=ui.PreviewText(summary))
+        plot_image = _plot_image(plot)
+        return io.NodeOutput(result.num_cuts, cuts_text, series, plot_image, ui=_result_ui(cls, plot_image, summary))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,22 +253,25 @@ class MAWENode(io.ComfyNode):
             node_id="StreamingT2VMAWE",
             display_name="StreamingT2V MAWE",
             category="StreamingT2V/metrics",
-            description="Motion-aware warp error as the official mawe.py computes it (720x720, forward warp, "
-                        "c = 9.5; lower is better). RAFT-large from the models/raft folder gives the paper's "
-                        "number; without it OpenCV DIS flow is used and the number is not comparable to the paper.",
+            description="Motion-aware warp error as the official mawe.py computes it (forward warp, c = 9.5; lower "
+                        "is better). RAFT-large from the models/raft folder at size 720 gives the paper's number; "
+                        "without it OpenCV DIS flow is used, and the node says when a number is not comparable.",
             inputs=[
                 io.Image.Input("images", tooltip="The video frames to evaluate (at least 2)."),
                 io.Combo.Input("flow_backend", options=[AUTO, "raft", "dis"], default=AUTO,
                                tooltip="Optical flow: auto = RAFT-large when a weights file is selected or present "
                                        "in models/raft, else OpenCV DIS; raft = require RAFT; dis = always DIS."),
-                io.Combo.Input("raft_weights", options=[NO_FILE] + folder_paths.get_filename_list(RAFT_FOLDER),
+                io.Combo.Input("raft_weights", options=[NO_FILE] + _raft_files(),
                                default=NO_FILE,
                                tooltip="torchvision RAFT-large weights in models/raft "
-                                       "(raft_large_C_T_SKHT_V2-ff5fadd5.pth, the official metric's weights)."),
+                                       "(raft_large_C_T_SKHT_V2-ff5fadd5.pth, the official metric's weights). "
+                                       "Only files holding exactly RAFT-large's tensors are listed."),
                 io.Float.Input("coeff", default=DEFAULT_COEFF, min=0.01, max=1000.0, step=0.1,
                                tooltip="The c in W_t / (c * OF_t); the official default is 9.5."),
-                io.Int.Input("size", default=DEFAULT_SIZE, min=64, max=2048, step=8,
-                             tooltip="Frames are resized to size x size first; the official metric uses 720."),
+                io.Int.Input("size", default=FIRST_TRY_MAWE_SIZE, min=64, max=2048, step=8,
+                             tooltip=f"Frames are resized to size x size first. {FIRST_TRY_MAWE_SIZE} (default) is "
+                                     f"quick on any device; the paper's protocol is {DEFAULT_SIZE}, and only "
+                                     f"RAFT-large at {DEFAULT_SIZE} gives numbers comparable to the paper."),
                 _plan_input(),
                 _prefix_input("StreamingT2V/metrics/mawe"),
             ],
@@ -260,8 +324,9 @@ class MAWENode(io.ComfyNode):
                                                 " (NOT comparable to the paper's RAFT-large numbers)")
                    + (f"\n{len(result.low_motion_pairs)} near-static pair(s)" if result.low_motion_pairs else "")
                    + f"\nreport: {path}")
-        return io.NodeOutput(result.mawe, result.mawe_robust, result.backend, series, _plot_image(plot),
-                             ui=ui.PreviewText(summary))
+        plot_image = _plot_image(plot)
+        return io.NodeOutput(result.mawe, result.mawe_robust, result.backend, series, plot_image,
+                             ui=_result_ui(cls, plot_image, summary))
 
     @staticmethod
     def _raft_path(flow_backend: str, raft_weights: str) -> str | None:
@@ -269,7 +334,7 @@ class MAWENode(io.ComfyNode):
             return None
         if raft_weights != NO_FILE:
             return folder_paths.get_full_path_or_raise(RAFT_FOLDER, raft_weights)
-        available = folder_paths.get_filename_list(RAFT_FOLDER)
+        available = _raft_files()
         if available:
             return folder_paths.get_full_path_or_raise(RAFT_FOLDER, available[0])
         if flow_backend == "raft":
@@ -284,9 +349,28 @@ class MAWENode(io.ComfyNode):
 # ---------------------------------------------------------------------------------------------
 
 
+def _candidates(folder: str) -> list[tuple[str, str]]:
+    out = []
+    for name in folder_paths.get_filename_list(folder):
+        path = folder_paths.get_full_path(folder, name)
+        if path is not None:
+            out.append((name, path))
+    return out
+
+
+def _raft_files() -> list[str]:
+    """Files in models/raft that hold torchvision's RAFT-large state dict (names read cheaply)."""
+    return weight_files.usable_files(_candidates(RAFT_FOLDER), weight_files.is_raft_large_state_dict)
+
+
 def _clip_files() -> list[str]:
-    files = list(folder_paths.get_filename_list(CLIP_FOLDER))
-    files += [f for f in folder_paths.get_filename_list(HOST_CLIP_FOLDER) if f not in files]
+    """Full open_clip ViT checkpoints (image and text towers) in models/streamingt2v_metrics, then
+    in the host's text encoder folder; text-only encoders (SD2's) and other files are left out."""
+    files: list[str] = []
+    for folder in (CLIP_FOLDER, HOST_CLIP_FOLDER):
+        for name in weight_files.usable_files(_candidates(folder), weight_files.is_open_clip_checkpoint):
+            if name not in files:
+                files.append(name)
     return files
 
 
@@ -313,8 +397,10 @@ class CLIPScoreNode(io.ComfyNode):
                                 tooltip="The text the video was generated from."),
                 io.Combo.Input("clip_checkpoint", options=_clip_files(),
                                tooltip=f"A full open_clip checkpoint (image and text towers) in models/{CLIP_FOLDER} "
-                                       "or models/clip, e.g. open_clip_model.safetensors of "
-                                       "laion/CLIP-ViT-H-14-laion2B-s32B-b79K."),
+                                       "or models/text_encoders, e.g. open_clip_model.safetensors of "
+                                       "laion/CLIP-ViT-H-14-laion2B-s32B-b79K. Only such files are listed (a "
+                                       "text-only encoder cannot score images). ViT-H-14 needs about 4 GB "
+                                       "(fp32), 16 frames per batch."),
                 io.Combo.Input("architecture", options=[AUTO] + supported_architectures(), default=AUTO,
                                tooltip="open_clip architecture; auto reads it from the file (its shapes or its "
                                        "open_clip_config metadata)."),
@@ -352,7 +438,8 @@ class CLIPScoreNode(io.ComfyNode):
         series = _series("CLIP score", "100 x cos(text, frame)", [float(i) for i in range(num_frames)],
                          result.per_frame, num_frames, architecture=result.architecture)
         summary = f"CLIP score: {result.score:.2f} ({result.architecture})\nreport: {report_path}"
-        return io.NodeOutput(result.score, series, _plot_image(plot), ui=ui.PreviewText(summary))
+        plot_image = _plot_image(plot)
+        return io.NodeOutput(result.score, series, plot_image, ui=_result_ui(cls, plot_image, summary))
 
 
 NODES = [SCutsNode, MAWENode, CLIPScoreNode]

@@ -29,6 +29,7 @@ __all__ = [
     "write_tiny_open_clip_checkpoint",
     "SAMPLE_VIDEO_NAME",
     "SAMPLE_CLIP_NAME",
+    "write_evaluation_video",
     "write_evaluation_assets",
 ]
 
@@ -117,6 +118,12 @@ def write_tiny_open_clip_checkpoint(path: str | os.PathLike, seed: int = 0,
     return config
 
 
+def write_evaluation_video(path: str | os.PathLike) -> str:
+    """The sample video ``workflows/evaluate_video.json`` loads: 2 synthetic scenes of 16 frames at
+    64x64, 8 fps, one cut at frame 16 (the pack writes it into the host's input folder at start-up)."""
+    return write_video(path, scenes_video(num_scenes=2, frames_per_scene=16, height=64, width=64, seed=5), fps=8)
+
+
 def write_evaluation_assets(input_dir: str | os.PathLike, models_dir: str | os.PathLike,
                             overwrite: bool = False) -> dict[str, str]:
     """What ``workflows/evaluate_video.json`` needs to run on random weights (tests, CI):
@@ -133,7 +140,7 @@ def write_evaluation_assets(input_dir: str | os.PathLike, models_dir: str | os.P
     os.makedirs(os.path.dirname(video), exist_ok=True)
     os.makedirs(clip_dir, exist_ok=True)
     if overwrite or not os.path.isfile(video):
-        write_video(video, scenes_video(num_scenes=2, frames_per_scene=16, height=64, width=64, seed=5), fps=8)
+        write_evaluation_video(video)
     if overwrite or not os.path.isfile(clip):
         write_tiny_open_clip_checkpoint(clip)
     return {"video": video, "clip": clip}

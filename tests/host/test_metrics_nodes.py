@@ -141,14 +141,25 @@ def test_evaluate_video_workflow_validates_and_executes(comfy_host, run_prompt, 
     path = WORKFLOWS_DIR / "evaluate_video.json"
     object_info = comfy_host.object_info()  # after the sample video and CLIP file exist
     assert validate_workflow(path, object_info) == []
-    api = workflow_to_api(path, object_info)
-    assert {n["class_type"] for n in api.values()} >= {"LoadVideo", "GetVideoComponents", "StreamingT2VSCuts",
-                                                        "StreamingT2VMAWE", "StreamingT2VCLIPScore", "PreviewImage"}
+    # CLIP Score ships switched off (it needs a checkpoint the artist brings); CI has a tiny one.
+    workflow = json.loads(path.read_text())
+    for node in workflow["nodes"]:
+        if node["type"] == "StreamingT2VCLIPScore":
+            assert node["mode"] == 2
+            node["mode"] = 0
+    api = workflow_to_api(workflow, object_info)
+    metric_types = {"StreamingT2VSCuts", "StreamingT2VMAWE", "StreamingT2VCLIPScore"}
+    assert {n["class_type"] for n in api.values()} == {"LoadVideo", "GetVideoComponents"} | metric_types
     out = run_prompt(api)
     scuts_id = next(k for k, n in api.items() if n["class_type"] == "StreamingT2VSCuts")
     mawe_id = next(k for k, n in api.items() if n["class_type"] == "StreamingT2VMAWE")
     assert out[scuts_id][0] == 1
     assert out[mawe_id][2] == "opencv_dis_medium"  # no RAFT file: the labelled fallback
-    previews = [k for k, n in api.items() if n["class_type"] == "PreviewImage"]
+    # Each metric node shows its numbers and its plot on the node (js/streamingt2v.js draws them).
     ui = comfy_host.ui_outputs()
-    assert all(ui[k]["images"] for k in previews)
+    for node_id in (k for k, n in api.items() if n["class_type"] in metric_types):
+        plot = ui[node_id]["streamingt2v_plot"][0]
+        assert plot["type"] == "temp" and plot["filename"].endswith(".png")
+        assert (comfy_host.base_dir / "temp" / plot.get("subfolder", "") / plot["filename"]).is_file()
+        assert "report:" in ui[node_id]["text"][0]
+        assert "images" not in ui[node_id]  # the host's own preview would grow the node after a run
