@@ -78,9 +78,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_demo_weights(models_dir: Path, input_dir: Path, log_path: Path) -> subprocess.Popen:
+def _start_demo_weights(models_dir: Path, log_path: Path) -> subprocess.Popen:
     """Start writing what the workflows load: random weights (host encoders full size, our UNets
-    tiny) with scripts/demo_weights.py, and the evaluation workflow's sample video and tiny CLIP.
+    tiny) with scripts/demo_weights.py, and a tiny open_clip checkpoint for the CLIP score. The
+    evaluation workflow's sample video is not written here: the pack writes it into the input
+    folder at start-up, as it does on a user's fresh install (the browser test checks it loads).
 
     A subprocess, with the host's CPU mode set before any `comfy` import, so this test process
     never imports the host; it runs while the server boots (the server lists model files only
@@ -93,8 +95,9 @@ def _start_demo_weights(models_dir: Path, input_dir: Path, log_path: Path) -> su
         "from comfy.cli_args import args; args.cpu = True\n"
         "from scripts.demo_weights import write_all\n"
         f"for k, v in write_all(Path({str(models_dir)!r})).items(): print(k, v)\n"
-        "from streamingt2v_core.metrics.synthetic import write_evaluation_assets\n"
-        f"print(write_evaluation_assets({str(input_dir)!r}, {str(models_dir)!r}))\n"
+        "from streamingt2v_core.metrics.synthetic import SAMPLE_CLIP_NAME, write_tiny_open_clip_checkpoint\n"
+        f"clip = Path({str(models_dir)!r}) / 'streamingt2v_metrics' / SAMPLE_CLIP_NAME\n"
+        "clip.parent.mkdir(parents=True, exist_ok=True); write_tiny_open_clip_checkpoint(clip); print(clip)\n"
     )
     log = open(log_path, "w")
     try:
@@ -144,7 +147,7 @@ def comfy_server(chromium_executable, tmp_path_factory) -> ComfyServer:
     (base / "custom_nodes" / PACK_LINK_NAME).symlink_to(REPO_ROOT, target_is_directory=True)
     (base / "user" / "default" / "comfy.settings.json").write_text(json.dumps(UI_SETTINGS))
     weights_log = base / "demo_weights.log"
-    weights = _start_demo_weights(base / "models", base / "input", weights_log)
+    weights = _start_demo_weights(base / "models", weights_log)
 
     port = _free_port()
     log_path = base / "server.log"
@@ -194,6 +197,13 @@ class BrowserPage:
     server: ComfyServer
     console_errors: list[str] = field(default_factory=list)
     page_errors: list[str] = field(default_factory=list)
+    # Requests the page made that failed (no answer) or were answered >= 400: (status, method, url).
+    failed_requests: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def failed_requests_to_server(self, since: int = 0) -> list[tuple[str, str, str]]:
+        """Failed requests to our server after index `since`. Requests to other hosts (the
+        frontend asks api.comfy.org about node packs) fail here by design: CI has no network."""
+        return [r for r in self.failed_requests[since:] if r[2].startswith(self.server.url)]
 
 
 @pytest.fixture(scope="session")
@@ -217,6 +227,9 @@ def browser_page(comfy_server, chromium_executable):
                 wrapped = BrowserPage(page=page, server=comfy_server)
                 page.on("console", lambda m: wrapped.console_errors.append(m.text) if m.type == "error" else None)
                 page.on("pageerror", lambda e: wrapped.page_errors.append(f"{e}\n{getattr(e, 'stack', '')}"))
+                page.on("requestfailed", lambda r: wrapped.failed_requests.append(("failed", r.method, r.url)))
+                page.on("response", lambda r: wrapped.failed_requests.append((str(r.status), r.request.method, r.url))
+                        if r.status >= 400 else None)
                 page.goto(comfy_server.url + "/")
                 page.wait_for_function(
                     "() => window.app?.graph && window.LiteGraph"

@@ -85,6 +85,42 @@
       return pairs;
     },
 
+    /**
+     * What the editor draws, for the layout checks (scripts/workflow_layout.py, geometry_from_live):
+     * node boxes (title bar included), group boxes, and every link's end points as the frontend
+     * places the sockets (getOutputPos / getInputPos, widget sockets included).
+     */
+    layout() {
+      const graph = app.graph;
+      const nodes = graph.nodes.map((n) => ({ id: n.id, title: n.title ?? n.type, box: [...n.boundingRect] }));
+      const groups = (graph.groups ?? graph._groups ?? []).map((g) => ({ title: g.title, box: [...g.boundingRect] }));
+      const all = graph.links instanceof Map ? [...graph.links.values()] : Object.values(graph.links ?? {});
+      const links = all.filter(Boolean).map((l) => {
+        const from = graph.getNodeById(l.origin_id);
+        const to = graph.getNodeById(l.target_id);
+        return { id: l.id, source: l.origin_id, sourceSlot: l.origin_slot, target: l.target_id,
+                 start: [...from.getOutputPos(l.origin_slot)], end: [...to.getInputPos(l.target_slot)] };
+      });
+      return { nodes, groups, links };
+    },
+
+    /** The view after "Zoom to fit": its scale and the frontend's own low-detail threshold. */
+    async fitView() {
+      await app.extensionManager.command.execute("Comfy.Canvas.FitView");
+      await new Promise((resolve) => setTimeout(resolve, 500)); // the fit is animated (350 ms)
+      app.canvas.setDirty(true, true);
+      await nextFrames(3);
+      const canvas = app.canvas;
+      return {
+        scale: canvas.ds.scale,
+        lowQuality: canvas.low_quality,
+        threshold: canvas._lowQualityZoomThreshold,
+        minFontSizeForLod: canvas.min_font_size_for_lod,
+        canvasSize: [canvas.canvas.clientWidth, canvas.canvas.clientHeight],
+        devicePixelRatio: window.devicePixelRatio,
+      };
+    },
+
     /** The API prompt the Run button would send. */
     async apiPrompt() {
       return (await app.graphToPrompt()).output;

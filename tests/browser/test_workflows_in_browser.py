@@ -1,12 +1,17 @@
 """The pack in the real web UI: headless Chromium on the real ComfyUI server (see conftest.py).
 
 For every file in workflows/ the UI loads it as a user opening the file would, and we check what a
-user would see: no missing-node/missing-model dialog or warning toast, every node registered and
-rendered with its widgets, every required input present in the prompt the Run button would send,
-and the web extension's readouts (js/) on our nodes; a screenshot of each lands in
-test-output/screenshots/. The readouts must follow widget edits (a real click on a widget arrow
-included), the JS chunk plans must equal streamingt2v_core/sampling/plans.py, and the
-text-to-long-video workflow, queued from the page on tiny random weights, must finish cleanly.
+user would see: no missing-node/missing-model dialog or warning toast, no request to the server
+that fails (a missing input video would be a 404), every node registered and rendered with its
+widgets, every required input present in the prompt the Run button would send, and the web
+extension's readouts (js/) on our nodes. Each workflow must also read at a glance in a 1600x1000
+window: "Zoom to fit" must stay above the frontend's own low-detail threshold, and the layout as
+the editor draws it has no overlapping nodes, no group cutting through a node, no link running
+under a node (scripts/workflow_layout.py, on the live geometry); a screenshot of each, as the
+artist sees it, lands in test-output/screenshots/. The readouts must follow widget edits (a real
+click on a widget arrow included), the JS chunk plans must equal
+streamingt2v_core/sampling/plans.py, and the text-to-long-video and evaluation workflows, queued
+from the page on tiny random weights, must finish cleanly with their layout unchanged.
 """
 from __future__ import annotations
 
@@ -16,6 +21,17 @@ from pathlib import Path
 
 import pytest
 
+from scripts.workflow_layout import (
+    FIT_CANVAS,
+    LOW_DETAIL_ZOOM,
+    MIN_FONT_SIZE_FOR_LOD,
+    box_mismatches,
+    describe,
+    geometry_from_live,
+    geometry_from_workflow,
+    layout_problems,
+    socket_mismatches,
+)
 from streamingt2v_core.sampling.plans import extension_plan, refiner_plan
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -30,7 +46,7 @@ WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 # Node types the readouts are drawn on (js/streamingt2v.js).
 READOUT_NODES = {"StreamingT2VExtend", "StreamingT2VRefine", "StreamingT2VInitialChunk", "StreamingT2VFramePlan"}
 # Settings lowered (never raised) before the queued run, so it stays a few seconds per step on CPU.
-TINY_RUN_SETTINGS = {"steps": 2, "width": 64, "height": 64, "total_frames": 24, "frames": 16}
+TINY_RUN_SETTINGS = {"steps": 2, "width": 64, "height": 64, "total_frames": 24, "frames": 16, "size": 64}
 RUN_TIMEOUT_MS = 8 * 60 * 1000
 WARNING_WORDS = re.compile(r"missing|not found|error|failed|invalid", re.IGNORECASE)
 
@@ -181,10 +197,12 @@ def test_workflows_exist():
 def test_workflow_loads_in_the_ui(ui, object_info, screenshot_dir, workflow: Path):
     page = ui.page
     errors_before = len(ui.page_errors)
+    requests_before = len(ui.failed_requests)
     loaded = _load(ui, workflow)
-    # Taken first, so a failing load is on the picture too (with its dialog, if any).
-    _screenshot(page, screenshot_dir / f"{workflow.stem}.png")
+    page.wait_for_load_state("networkidle")  # previews (the input video...) are fetched after the load
     assert loaded["unregistered"] == [], f"node types missing in LiteGraph.registered_node_types: {loaded['unregistered']}"
+    failed = ui.failed_requests_to_server(requests_before)
+    assert failed == [], f"requests to the server failed while {workflow.name} loaded: {failed}"
     assert loaded["nodeCount"] == len(loaded["graph"]["nodes"])
 
     popups = page.evaluate("() => __st2v.popups()")
@@ -234,42 +252,51 @@ def test_workflow_loads_in_the_ui(ui, object_info, screenshot_dir, workflow: Pat
     assert new_errors == [], f"uncaught errors in the page while loading {workflow.name}: {new_errors}"
 
 
-# Screenshots are taken with a viewport large enough to show the whole graph near 100 % zoom, so
-# the canvas never switches to its low-detail drawing (no text below about 60 %).
-SCREENSHOT_MAX_VIEWPORT = (3200, 2200)
-SCREENSHOT_CHROME_PX = (160, 220)  # side bar and top bar around the canvas, plus a margin
+def _screenshot(page, path: Path) -> dict:
+    """Screenshot of the whole graph as "Zoom to fit" shows it in the current window, without a
+    tooltip (the mouse rests on empty canvas); returns the fitted view's state."""
+    fit = page.evaluate("() => __st2v.fitView()")
+    size = page.viewport_size
+    page.mouse.move(size["width"] - 40, size["height"] // 2)
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(path))
+    return fit
 
 
-def _screenshot(page, path: Path) -> None:
-    """Screenshot of the whole graph, readable, without a tooltip (the mouse rests on empty canvas)."""
+def _live_layout_problems(page, workflow: Path, object_info: dict) -> tuple[list[str], object]:
+    """Layout problems of the graph in the editor now, and the saved file's drift from it."""
+    live = geometry_from_live(page.evaluate("() => __st2v.layout()"))
+    saved = geometry_from_workflow(workflow, object_info)
+    problems = layout_problems(live)
+    # The fast file-only check (tests/host/test_workflows.py) is only as good as the file's sizes
+    # and its socket estimate: both must be what the editor draws.
+    problems += [f"file vs editor: {p}" for p in box_mismatches(saved, live) + socket_mismatches(saved, live)]
+    problems += [f"file-only check cannot place {p}" for p in saved.unplaced_links]
+    return problems, live
+
+
+@pytest.mark.parametrize("workflow", WORKFLOW_FILES, ids=[p.stem for p in WORKFLOW_FILES])
+def test_workflow_reads_at_a_glance(ui, object_info, screenshot_dir, workflow: Path):
+    """In a 1600x1000 window the whole graph fits at a zoom the frontend draws in full detail, and
+    the layout the editor draws is clean; the screenshot is what the artist sees on opening it."""
+    page = ui.page
     normal = page.viewport_size
-    x0, y0, x1, y1 = page.evaluate(
-        """() => {
-            const b = [Infinity, Infinity, -Infinity, -Infinity];
-            for (const n of app.graph.nodes) {
-                const [x, y, w, h] = n.boundingRect;
-                b[0] = Math.min(b[0], x); b[1] = Math.min(b[1], y);
-                b[2] = Math.max(b[2], x + w); b[3] = Math.max(b[3], y + h);
-            }
-            return app.graph.nodes.length ? b : [0, 0, 0, 0];
-        }"""
-    )
-    width = int(min(SCREENSHOT_MAX_VIEWPORT[0], max(normal["width"], x1 - x0 + SCREENSHOT_CHROME_PX[0])))
-    height = int(min(SCREENSHOT_MAX_VIEWPORT[1], max(normal["height"], y1 - y0 + SCREENSHOT_CHROME_PX[1])))
+    page.set_viewport_size({"width": FIT_CANVAS[0], "height": FIT_CANVAS[1]})
     try:
-        if (width, height) != (normal["width"], normal["height"]):
-            page.set_viewport_size({"width": width, "height": height})
-            page.wait_for_timeout(300)
-            page.evaluate("() => app.extensionManager.command.execute('Comfy.Canvas.FitView')")
-        page.mouse.move(width - 60, height // 2)
-        page.wait_for_timeout(400)
-        page.screenshot(path=str(path))
+        _load(ui, workflow)
+        fit = _screenshot(page, screenshot_dir / f"{workflow.stem}.png")
+        problems, live = _live_layout_problems(page, workflow, object_info)
     finally:
-        if (width, height) != (normal["width"], normal["height"]):
-            page.set_viewport_size(normal)
-            page.wait_for_timeout(300)
-            page.evaluate("() => app.extensionManager.command.execute('Comfy.Canvas.FitView')")
-            page.wait_for_timeout(300)
+        page.set_viewport_size(normal)
+    # The frontend's own threshold (LGraphCanvas.updateLowQualityThreshold: the setting
+    # LiteGraph.Canvas.MinFontSizeForLOD, 8 px by default, over NODE_TEXT_SIZE 14 px) is the one
+    # scripts/workflow_layout.py assumes for the file-only check.
+    assert fit["canvasSize"] == list(FIT_CANVAS), fit
+    assert fit["minFontSizeForLod"] == MIN_FONT_SIZE_FOR_LOD and abs(fit["threshold"] - LOW_DETAIL_ZOOM) < 1e-9, fit
+    assert fit["scale"] > fit["threshold"] and not fit["lowQuality"], (
+        f"{workflow.name}: zoom to fit in {FIT_CANVAS[0]}x{FIT_CANVAS[1]} gives {fit['scale']:.3f}, the frontend draws "
+        f"low detail below {fit['threshold']:.3f} ({describe(live)})")
+    assert problems == [], f"{workflow.name} ({describe(live)}):\n" + "\n".join(problems)
 
 
 def _readout_lines(page, node_id: int) -> list[str]:
@@ -350,11 +377,11 @@ def test_readouts_follow_widget_edits(ui, screenshot_dir):
 
 # Queued from the page with the Run button: the plan alone (no weights), then the whole text to
 # long video pipeline on tiny random weights.
-RUN_FROM_PAGE = ["frame_plan", "text_to_long_video"]
+RUN_FROM_PAGE = ["frame_plan", "text_to_long_video", "evaluate_video"]
 
 
 @pytest.mark.parametrize("name", RUN_FROM_PAGE)
-def test_queue_workflow_from_the_page(ui, comfy_server, screenshot_dir, name: str):
+def test_queue_workflow_from_the_page(ui, comfy_server, object_info, screenshot_dir, name: str):
     workflow = WORKFLOWS_DIR / f"{name}.json"
     assert workflow.is_file(), f"{workflow} is missing"
     page = ui.page
@@ -375,6 +402,8 @@ def test_queue_workflow_from_the_page(ui, comfy_server, screenshot_dir, name: st
         "() => window.__st2vRun.done || __st2v.popups().dialogs.length > 0", timeout=RUN_TIMEOUT_MS
     )
     state = page.evaluate("() => __st2v.runState()")
+    page.wait_for_load_state("networkidle")  # results (videos, plots) load after the run
+    page.wait_for_timeout(500)
     _screenshot(page, screenshot_dir / f"{name}_after_run.png")
     assert state["status"] == "success", (
         f"run did not succeed: {json.dumps(state)[:3000]}\n--- server log ---\n{comfy_server.log_tail()}"
@@ -384,6 +413,9 @@ def test_queue_workflow_from_the_page(ui, comfy_server, screenshot_dir, name: st
     history = comfy_server.get_json(f"/history/{prompt_id}")[prompt_id]
     assert history["status"]["status_str"] == "success", history["status"]
     assert history["outputs"], "the run finished without any output node result"
+    # What the run shows (videos, plots, reports) fits in the nodes: nothing grew over a neighbour.
+    problems, _live = _live_layout_problems(page, workflow, object_info)
+    assert problems == [], f"{name} after the run:\n" + "\n".join(problems)
     # What the frame plan node printed after the run agrees with what its readout showed before.
     for node in page.evaluate("() => __st2v.describeGraph()"):
         if node["type"] != "StreamingT2VFramePlan" or str(node["id"]) not in history["outputs"]:
