@@ -50,13 +50,27 @@ register_model_folder()
 
 
 def model_file_list() -> list[str]:
-    """Names shown by the loader: files of ``models/streamingt2v`` then of ``models/diffusion_models``."""
-    names = list(folder_paths.get_filename_list(MODEL_FOLDER))
-    seen = set(names)
-    for name in folder_paths.get_filename_list(_ALSO_SEARCHED):
-        if name not in seen:
-            names.append(name)
+    """Names shown by the loader: the files of ``models/streamingt2v`` then of ``models/diffusion_models`` whose
+    index says they are one of our formats.
+
+    ``diffusion_models`` holds every other video and image model of a real install (Flux, Wan, SDXL ...), which the
+    loader can only refuse; they are hidden rather than listed with a mark, so the list is what can be picked. Only
+    the file's index is read (safetensors header, PyTorch zip ``data.pkl``), cached by size and modification time
+    (:func:`streamingt2v_core.models.loading.scan.scan_checkpoint`). ``python -m streamingt2v_core inspect FILE``
+    says why a file is not listed.
+    """
+    from streamingt2v_core.models.loading.scan import scan_checkpoint
+
+    names: list[str] = []
+    seen: set[str] = set()
+    for folder in (MODEL_FOLDER, _ALSO_SEARCHED):
+        for name in folder_paths.get_filename_list(folder):
+            if name in seen:
+                continue
             seen.add(name)
+            path = folder_paths.get_full_path(folder, name)
+            if path is not None and scan_checkpoint(path).ours:
+                names.append(name)
     return names
 
 
@@ -111,8 +125,11 @@ class ModelLoaderNode(io.ComfyNode):
                 io.Combo.Input("model_name", options=model_file_list(),
                                tooltip="Checkpoint in models/streamingt2v (or models/diffusion_models): "
                                        "streaming_t2v.ckpt or its repack, the ModelScope T2V UNet "
-                                       "(diffusion_pytorch_model.safetensors), MS-Vid2Vid-XL non_ema_0035000.pth, "
-                                       "or a converted .safetensors."),
+                                       "(diffusion_pytorch_model.safetensors or the original "
+                                       "text2video_pytorch_model.pth), MS-Vid2Vid-XL non_ema_0035000.pth, or a "
+                                       "converted .safetensors. Only files whose header shows one of these formats "
+                                       "are listed (`python -m streamingt2v_core inspect FILE` tells why a file "
+                                       "is not)."),
                 io.Combo.Input("weight_dtype", options=list(_DTYPES), default="default",
                                tooltip="Weight and compute dtype; default picks what the device runs best "
                                        "(fp16/bf16 on GPUs, fp32 on CPUs)."),
@@ -120,8 +137,11 @@ class ModelLoaderNode(io.ComfyNode):
                                tooltip="auto detects the model from its keys; pick a kind to refuse any other file."),
             ],
             outputs=[
-                io.Model.Output(tooltip="The UNet as a host MODEL (host samplers, LoRA and memory management apply)."),
-                io.String.Output("info", tooltip="What was loaded: kind, detected format, dtype, skipped parts."),
+                io.Model.Output(display_name="model",
+                                tooltip="The UNet as a host MODEL (host samplers, LoRA and memory management apply)."),
+                io.String.Output("info", display_name="model_info",
+                                 tooltip="What was loaded: kind, detected format, config source, dtype, skipped "
+                                         "parts, and any setting that was assumed."),
             ],
         )
 
@@ -139,6 +159,13 @@ class ModelLoaderNode(io.ComfyNode):
         skipped = ", ".join(f"{k} ({v} tensors)" for k, v in (loaded.skipped_parts or {}).items()) or "none"
         info = (f"{KIND_LABELS.get(loaded.kind, loaded.kind)}\nformat: {loaded.format}\n"
                 f"dtype: {model.model_dtype()}\nskipped parts: {skipped}")
+        details = loaded.info
+        if details is not None:
+            info += f"\nconfig: {details.config_source}"
+            info += "".join(f"\nassumed: {note}" for note in details.assumptions)
+            if details.foreign_objects:
+                info += (f"\npython objects outside the weights (read as inert stand-ins, never run): "
+                         f"{', '.join(details.foreign_objects)}")
         logger.info("StreamingT2V: loaded %s: %s", model_name, info.replace("\n", "; "))
         return io.NodeOutput(model, info)
 
