@@ -36,6 +36,18 @@ Shared noise: windows are slices of one whole-video latent, so the initial noise
 ``prepare_noise`` tensor over the whole latent) and the SDE noise of the solver (one Brownian
 tree over the whole latent) are shared by construction; ``window_observer`` exposes what each
 window sees (a test hook).
+
+Several windows per model call (``max_batch``): the windows of one step are independent, so up to
+``max_batch`` of them go through the model as one batch (stacked on the batch axis, the timestep
+and the text conditioning repeated by the host as for any batch). A GPU with room for several
+windows then does not idle between small calls. ``max_batch = 0`` picks the number from free
+memory with the host's own rule (``memory_required(batch) * 1.5 < free memory``, as
+``calc_cond_batch`` uses for cond/uncond) and our fitted memory model, at most
+:data:`AUTO_MAX_BATCH`. Windows are batched only when nothing in the conditioning is per frame
+(text models such as our refiner); per-frame conditioning (image-to-video concat latents,
+ControlNet hints) runs one window per call. The memory estimate the host loads the model by
+counts ``max_batch`` windows of ``chunk`` frames, never the whole video (the host's own context
+windows count one window; ComfyUI issue #9574 is the same question).
 """
 from __future__ import annotations
 
@@ -56,6 +68,8 @@ from streamingt2v_core.sampling.plans import refiner_plan, window_overlaps
 
 #: Frame axis of host video latents ``[B, C, T, H, W]``.
 VIDEO_FRAME_DIM = 2
+#: Most windows per model call that ``max_batch = 0`` (auto) picks.
+AUTO_MAX_BATCH = 8
 
 WindowObserver = Callable[[int, int, tuple[int, int], torch.Tensor, torch.Tensor], None]
 
@@ -71,6 +85,13 @@ def validate_window_settings(chunk: int, overlap: int, mode: str) -> None:
         raise ValueError(f"blend_mode must be one of {BLEND_MODES}, got {mode!r}")
     if mode == "randomized" and overlap < 1:
         raise ValueError("overlap must be >= 1 for blend_mode 'randomized' (nothing to blend otherwise)")
+
+
+def validate_max_batch(max_batch: int, input_name: str = "max_batch") -> None:
+    """Raise ValueError naming the input unless ``max_batch`` is an int >= 0 (0 = automatic)."""
+    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 0:
+        raise ValueError(f"{input_name} must be an integer >= 0 (windows per model call; 0 = as many as free "
+                         f"memory allows), got {max_batch!r}")
 
 
 def check_video_model(model, input_name: str = "model") -> None:
@@ -106,11 +127,14 @@ class RandomizedBlendContextHandler(cw.IndexListContextHandler):
             ``(seed, step)``, so a run is reproducible and steps differ.
         offset_variant: ``"code"`` (r in 0..O-1, official code) or ``"paper"`` (0..O).
         dim: frame axis of the latent (2 for host video latents).
+        max_batch: windows per model call; 0 = as many as free memory allows (at most
+            :data:`AUTO_MAX_BATCH`). Results equal one window per call.
     """
 
     def __init__(self, chunk: int = 24, overlap: int = 8, mode: str = "randomized", seed: int = 0,
-                 offset_variant: str = "code", dim: int = VIDEO_FRAME_DIM) -> None:
+                 offset_variant: str = "code", dim: int = VIDEO_FRAME_DIM, max_batch: int = 1) -> None:
         validate_window_settings(chunk, overlap, mode)
+        validate_max_batch(max_batch)
         if offset_variant not in OFFSET_VARIANTS:
             raise ValueError(f"offset_variant must be one of {OFFSET_VARIANTS}, got {offset_variant!r}")
         super().__init__(
@@ -119,6 +143,9 @@ class RandomizedBlendContextHandler(cw.IndexListContextHandler):
             context_length=chunk, context_overlap=overlap, dim=dim)
         self.chunk, self.overlap, self.mode = chunk, overlap, mode
         self.seed, self.offset_variant = int(seed), offset_variant
+        self.max_batch = max_batch
+        #: Windows per model call of the last step (for progress messages, tests and benchmarks).
+        self.last_windows_per_call = 1
         #: Test hook: called as ``observer(step, window_index, (start, end), sub_x, sigma)``.
         self.window_observer: WindowObserver | None = None
         #: Keep each step's per-window predictions for :func:`windowed_guidance_rescale`.
@@ -194,6 +221,47 @@ class RandomizedBlendContextHandler(cw.IndexListContextHandler):
             resized.append(new)
         return resized
 
+    def conds_are_shared(self, conds, x_in) -> bool:
+        """True when no conditioning is per frame (and there is no ControlNet): every window then
+        gets the same conditioning, so windows can share a model call."""
+        frames = x_in.size(self.dim)
+
+        def per_frame(t) -> bool:
+            t = getattr(t, "cond", t)
+            return isinstance(t, torch.Tensor) and t.ndim == x_in.ndim and t.size(self.dim) == frames
+
+        for cond in conds:
+            for entry in cond or []:
+                for key, item in entry.items():
+                    if key == "control" or per_frame(item):
+                        return False
+                    if isinstance(item, dict) and any(per_frame(v) for v in item.values()):
+                        return False
+        return True
+
+    def windows_per_call(self, model, conds, x_in, num_windows: int) -> int:
+        """How many windows go into one model call this step (1 when they cannot share a call)."""
+        if num_windows < 2 or self.max_batch == 1 or not self.conds_are_shared(conds, x_in):
+            return 1
+        if self.max_batch > 1:
+            return min(self.max_batch, num_windows)
+        # Automatic: the host's own batching rule on free memory, with the model's estimate of a
+        # call of k windows for every cond that runs (cond and uncond share a call when they fit).
+        memory_required = getattr(model, "memory_required", None)
+        if not callable(memory_required):
+            return 1
+        shape = list(x_in.shape)
+        shape[self.dim] = self.chunk
+        branches = sum(1 for c in conds if c is not None)
+        free = comfy.model_management.get_free_memory(x_in.device)
+        best = 1
+        for k in range(2, min(AUTO_MAX_BATCH, num_windows) + 1):
+            if memory_required([shape[0] * k * max(1, branches)] + shape[1:]) * 1.5 < free:
+                best = k
+            else:
+                break
+        return best
+
     def execute(self, calc_cond_batch, model, conds, x_in, timestep, model_options):
         step = self._step_index(timestep, model_options)
         self._step = step
@@ -205,21 +273,33 @@ class RandomizedBlendContextHandler(cw.IndexListContextHandler):
         for callback in comfy.patcher_extension.get_all_callbacks(cw.IndexListCallbacks.EXECUTE_START, self.callbacks):
             callback(self, model, x_in, conds, timestep, model_options)
         per_cond: list[list[torch.Tensor]] = [[] for _ in conds]
+        per_call = self.windows_per_call(model, conds, x_in, len(windows))
+        self.last_windows_per_call = per_call
         try:
-            for index, (span, window) in enumerate(zip(windows, context_windows)):
-                # Cancel between windows, not only between solver steps.
+            for first in range(0, len(windows), per_call):
+                group = list(range(first, min(first + per_call, len(windows))))
+                # Cancel between calls, not only between solver steps.
                 comfy.model_management.throw_exception_if_processing_interrupted()
-                for callback in comfy.patcher_extension.get_all_callbacks(cw.IndexListCallbacks.EVALUATE_CONTEXT_WINDOWS, self.callbacks):
-                    callback(self, model, x_in, conds, timestep, model_options, index, window, model_options, None, None)
-                transformer_options["context_window"] = window
-                sub_x = x_in.narrow(self.dim, span[0], span[1] - span[0])  # a view: shared frames are shared
-                if self.window_observer is not None:
-                    self.window_observer(step, index, span, sub_x, timestep)
-                sub_conds = [self.get_resized_cond(cond, x_in, window) for cond in conds]
-                # The timestep is per batch item ([B]), not per frame: pass it whole.
-                outputs = calc_cond_batch(model, sub_conds, sub_x, timestep, model_options)
+                sub_xs = []
+                for index in group:
+                    span, window = windows[index], context_windows[index]
+                    for callback in comfy.patcher_extension.get_all_callbacks(cw.IndexListCallbacks.EVALUATE_CONTEXT_WINDOWS, self.callbacks):
+                        callback(self, model, x_in, conds, timestep, model_options, index, window, model_options, None, None)
+                    sub_x = x_in.narrow(self.dim, span[0], span[1] - span[0])  # a view: shared frames are shared
+                    if self.window_observer is not None:
+                        self.window_observer(step, index, span, sub_x, timestep)
+                    sub_xs.append(sub_x)
+                transformer_options["context_window"] = context_windows[group[0]]
+                if len(group) > 1:
+                    transformer_options["streamingt2v_context_windows"] = [context_windows[i] for i in group]
+                # Conditioning is the same for every window of a shared call (conds_are_shared).
+                sub_conds = [self.get_resized_cond(cond, x_in, context_windows[group[0]]) for cond in conds]
+                # The timestep is per batch item ([B]), not per frame: pass it whole (once per window).
+                sub_x = sub_xs[0] if len(group) == 1 else torch.cat(sub_xs, dim=0)
+                sub_t = timestep if len(group) == 1 else timestep.repeat(len(group))
+                outputs = calc_cond_batch(model, sub_conds, sub_x, sub_t, model_options)
                 for i, out in enumerate(outputs):
-                    per_cond[i].append(out)
+                    per_cond[i].extend(out.chunk(len(group), dim=0) if len(group) > 1 else [out])
             fused = [fuse_windows(per_cond[i], windows, num_frames, self.mode, offsets, frame_dim=self.dim)
                      for i in range(len(conds))]
             self.last_record = (StepRecord(x_in, windows, offsets, [p if c is not None else None for p, c in zip(per_cond, conds)])
@@ -227,6 +307,7 @@ class RandomizedBlendContextHandler(cw.IndexListContextHandler):
             return fused
         finally:
             transformer_options.pop("context_window", None)
+            transformer_options.pop("streamingt2v_context_windows", None)
             for callback in comfy.patcher_extension.get_all_callbacks(cw.IndexListCallbacks.EXECUTE_CLEANUP, self.callbacks):
                 callback(self, model, x_in, conds, timestep, model_options)
 
@@ -292,21 +373,42 @@ def windowed_guidance_rescale(handler: RandomizedBlendContextHandler, rescale: f
     return cfg_function
 
 
+PREPARE_SAMPLING_KEY = "StreamingT2V_blend_windows_prepare_sampling"
+
+
+def _prepare_sampling_for_windows(executor, model, noise_shape, *args, **kwargs):
+    """Host ``PREPARE_SAMPLING`` wrapper: the memory the host reserves (and loads the model by) is
+    that of one model call, ``max_batch`` windows of ``chunk`` frames, not of the whole video."""
+    handler = (kwargs.get("model_options") or {}).get("context_handler")
+    if hasattr(handler, "windows_for") and hasattr(handler, "max_batch") and len(noise_shape) > handler.dim:
+        frames = int(noise_shape[handler.dim])
+        if frames > handler.chunk:
+            noise_shape = list(noise_shape)
+            # automatic batching (0) is decided at run time from what is free once the model is
+            # loaded; the load itself is sized for one window per call
+            per_call = handler.max_batch if handler.max_batch > 0 else 1
+            noise_shape[0] = int(noise_shape[0]) * min(per_call, len(handler.windows_for(frames)))
+            noise_shape[handler.dim] = handler.chunk
+    return executor(model, noise_shape, *args, **kwargs)
+
+
 def apply_randomized_blending(model, chunk: int, overlap: int, mode: str, seed: int,
-                              guidance_rescale: float = 0.0, offset_variant: str = "code"):
+                              guidance_rescale: float = 0.0, offset_variant: str = "code", max_batch: int = 1):
     """Clone a host MODEL and install the handler (and the per-window rescale if > 0).
 
     Returns ``(model_clone, handler)``.
     """
     check_video_model(model)
-    handler = RandomizedBlendContextHandler(chunk, overlap, mode, seed, offset_variant)
+    handler = RandomizedBlendContextHandler(chunk, overlap, mode, seed, offset_variant, max_batch=max_batch)
     model = model.clone()
     model.model_options["context_handler"] = handler
-    # Memory estimates of the host then count one window, not the whole video.
-    cw.create_prepare_sampling_wrapper(model)
+    # Memory estimates of the host then count one model call (max_batch windows), not the whole video.
+    model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.PREPARE_SAMPLING, PREPARE_SAMPLING_KEY,
+                               _prepare_sampling_for_windows)
     if guidance_rescale > 0.0:
         model.set_model_sampler_cfg_function(windowed_guidance_rescale(handler, guidance_rescale))
-    logging.debug("StreamingT2V blending windows: chunk %d overlap %d mode %s", chunk, overlap, mode)
+    logging.debug("StreamingT2V blending windows: chunk %d overlap %d mode %s max_batch %d", chunk, overlap, mode,
+                  max_batch)
     return model, handler
 
 
@@ -318,7 +420,8 @@ class RandomizedBlendingWindows(io.ComfyNode):
         return io.Schema(
             node_id="StreamingT2VRandomizedBlendingWindows",
             display_name="StreamingT2V Randomized Blending Windows",
-            category="StreamingT2V/refine",
+            # A model patch for the host's KSampler, like the host's own context-window nodes.
+            category="StreamingT2V/model_patches",
             description=(
                 "Run a video model over a long latent in overlapping windows (the refiner's chunk plan) and merge "
                 "the windows' x0-predictions at every sampler step with StreamingT2V's randomized blending. Use it "
@@ -337,13 +440,20 @@ class RandomizedBlendingWindows(io.ComfyNode):
                 io.Float.Input("guidance_rescale", default=0.0, min=0.0, max=1.0, step=0.01,
                                tooltip="Guidance rescale computed per window as in the official refiner (0.2 there); "
                                        "0 leaves CFG to the sampler."),
+                io.Int.Input("max_batch", default=0, min=0, max=64,
+                             tooltip="Windows per model call: 0 = as many as free GPU memory allows (up to 8); 1 = one "
+                                     "window per call (least memory). The result is the same either way."),
             ],
-            outputs=[io.Model.Output(tooltip="The model with randomized-blending windows applied during sampling.")],
+            outputs=[io.Model.Output(display_name="model",
+                                     tooltip="The model with randomized-blending windows applied during sampling.")],
         )
 
     @classmethod
-    def execute(cls, model, chunk: int, overlap: int, blend_mode: str, seed: int, guidance_rescale: float) -> io.NodeOutput:
-        model, _ = apply_randomized_blending(model, chunk, overlap, blend_mode, seed, guidance_rescale)
+    def execute(cls, model, chunk: int, overlap: int, blend_mode: str, seed: int, guidance_rescale: float,
+                max_batch: int = 0) -> io.NodeOutput:
+        validate_max_batch(max_batch)
+        model, _ = apply_randomized_blending(model, chunk, overlap, blend_mode, seed, guidance_rescale,
+                                             max_batch=max_batch)
         return io.NodeOutput(model)
 
 

@@ -52,6 +52,11 @@ from .context_blend import apply_randomized_blending, check_video_model, validat
 #: Our scheduler: the official refiner's "trailing" timesteps from t' down, in the model's sigmas.
 TRAILING_SCHEDULER = "streamingt2v_trailing"
 OUTPUT_MODES = ("images", "video_file")
+#: First-try working size, chosen for a 12 GB GPU (README "Refine on a 12 GB GPU"): 16:9 like the
+#: 1280x720 MS-Vid2Vid-XL was trained at, 80% of its side; 592 = 16 + 9 * 64 rows (the refiner's
+#: resampling takes heights of 16 + 64k px), 1024 = 16 * 64 columns. A 256x256 video becomes 592x592
+#: content. The paper's 1280x720 needs about 10.5 GB at fp16 (see the README).
+DEFAULT_WIDTH, DEFAULT_HEIGHT = 1024, 592
 RESIZE_MODES = ("pad", "stretch")
 #: Pixels per VAE call for per-frame (image) VAEs (one 1280x720 frame, as the official code encodes
 #: and decodes one frame at a time; several frames at small sizes), and the target length in frames
@@ -235,10 +240,13 @@ def decode_video(samples: torch.Tensor, vae, box: PadBox, segments: list[Segment
 
 def refine_latent(model, vae_latent: torch.Tensor, positive, negative, *, seed: int, steps: int, cfg: float,
                   denoise: float, sampler_name: str, scheduler: str, chunk: int, overlap: int, blend_mode: str,
-                  guidance_rescale: float) -> torch.Tensor:
-    """SDEdit of a whole-video latent through the host sampler with the blending context handler."""
+                  guidance_rescale: float, max_batch: int = 0) -> torch.Tensor:
+    """SDEdit of a whole-video latent through the host sampler with the blending context handler.
+
+    ``max_batch``: windows per model call (0 = as many as free memory allows; the result is the same).
+    """
     patched, handler = apply_randomized_blending(model, chunk, overlap, blend_mode, seed,
-                                                 guidance_rescale if cfg != 1.0 else 0.0)
+                                                 guidance_rescale if cfg != 1.0 else 0.0, max_batch=max_batch)
     if handler_hook is not None:
         handler_hook(handler)
     sigmas = sdedit_sigmas(model, scheduler, steps, denoise)
@@ -270,10 +278,10 @@ class Refine(io.ComfyNode):
                 io.Vae.Input("vae", tooltip="The VAE of that model (SD VAE for MS-Vid2Vid-XL)."),
                 io.Conditioning.Input("positive", tooltip="Text conditioning (the official refiner uses the prompt)."),
                 io.Conditioning.Input("negative", tooltip="Negative conditioning (the official refiner uses an empty prompt)."),
-                io.Int.Input("width", default=1280, min=16, max=8192, step=8,
-                             tooltip="Working width in pixels: the frame is fitted into width x height and padded (1280x720 as MS-Vid2Vid-XL was trained). Must be a multiple of the model's latent stride."),
-                io.Int.Input("height", default=720, min=16, max=8192, step=8,
-                             tooltip="Working height in pixels (720)."),
+                io.Int.Input("width", default=DEFAULT_WIDTH, min=16, max=8192, step=8,
+                             tooltip="Working width in pixels: the frame is fitted into width x height and padded. The default 1024x592 fits a 12 GB GPU; the paper uses 1280x720 (16 GB+). MS-Vid2Vid-XL takes widths that are multiples of 64."),
+                io.Int.Input("height", default=DEFAULT_HEIGHT, min=16, max=8192, step=8,
+                             tooltip="Working height in pixels (default 592; the paper 720). MS-Vid2Vid-XL takes heights of 16 + a multiple of 64 (528, 592, 656, 720, ...)."),
                 io.Combo.Input("resize_mode", options=list(RESIZE_MODES), default="pad",
                                tooltip="pad: keep the aspect ratio and pad with black (official: 256x256 -> 720x720 content in 1280x720); stretch: fill the working size."),
                 io.Combo.Input("upscale_method", options=list(RESIZE_FILTERS), default="bilinear",
@@ -297,7 +305,7 @@ class Refine(io.ComfyNode):
                                tooltip="randomized: the paper's randomized blending; linear: crossfade; none: later chunks overwrite (baseline)."),
                 io.Boolean.Input("crop_padding", default=True,
                                  tooltip="Cut the black padding off again (the official code forgets to and returns 1280x720)."),
-                io.Combo.Input("output", options=list(OUTPUT_MODES), default="images",
+                io.Combo.Input("output", options=list(OUTPUT_MODES), default="video_file",
                                tooltip="images: all frames as IMAGE (and VIDEO); video_file: stream frames into an mp4 and return it as VIDEO, with only the first frame as IMAGE (memory bounded in video length)."),
                 io.Float.Input("fps", default=8.0, min=1.0, max=120.0, step=1.0, tooltip="Frame rate of the VIDEO output (StreamingT2V makes 8 fps)."),
             ],

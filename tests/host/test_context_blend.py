@@ -85,11 +85,15 @@ def refiner(comfy_host):
 def test_windows_node_clones_the_model_and_installs_the_handler(comfy_host, refiner):
     blend = pack_module("context_blend")
     node = comfy_host.node_class("StreamingT2VRandomizedBlendingWindows")
-    out = node.execute(model=refiner, chunk=24, overlap=8, blend_mode="randomized", seed=3, guidance_rescale=0.2).result[0]
+    out = node.execute(model=refiner, chunk=24, overlap=8, blend_mode="randomized", seed=3, guidance_rescale=0.2,
+                       max_batch=3).result[0]
     assert "context_handler" not in refiner.model_options  # input untouched
     handler = out.model_options["context_handler"]
     assert isinstance(handler, blend.RandomizedBlendContextHandler)
-    assert (handler.chunk, handler.overlap, handler.mode, handler.dim) == (24, 8, "randomized", 2)
+    assert (handler.chunk, handler.overlap, handler.mode, handler.dim, handler.max_batch) == (24, 8, "randomized", 2, 3)
+    schema = node.define_schema()
+    assert schema.category == "StreamingT2V/model_patches"
+    assert [o.display_name for o in schema.outputs] == ["model"]
     assert "sampler_cfg_function" in out.model_options and "sampler_cfg_function" not in refiner.model_options
     assert handler.windows_for(60) == [(0, 24), (16, 40), (32, 56), (36, 60)]
 
@@ -102,6 +106,9 @@ def test_windows_node_rejects_bad_settings_and_image_models(comfy_host, refiner)
         node.execute(model=refiner, chunk=8, overlap=2, blend_mode="median", seed=0, guidance_rescale=0.0)
     with pytest.raises(ValueError, match="model must be a video model"):
         node.execute(model=tiny_image_model(), chunk=8, overlap=2, blend_mode="randomized", seed=0, guidance_rescale=0.0)
+    with pytest.raises(ValueError, match="max_batch must be an integer >= 0"):
+        node.execute(model=refiner, chunk=8, overlap=2, blend_mode="randomized", seed=0, guidance_rescale=0.0,
+                     max_batch=-2)
 
 
 def tiny_image_model():
@@ -149,6 +156,85 @@ def test_execute_fuses_window_outputs_with_the_steps_offsets():
     assert len({tuple(o) for o in seen_offsets}) > 1, "offsets must be redrawn per step"
     # Reproducible: the same (seed, step) gives the same offsets.
     assert handler.blend_offsets(windows, 1).tolist() == seen_offsets[1]
+
+
+@pytest.mark.parametrize("max_batch", [2, 3, 8])
+def test_batched_windows_equal_one_window_per_call(comfy_host, max_batch):
+    """Several windows per model call: stacked on the batch axis with the timestep repeated per window; the
+    fused result is exactly that of one window per call."""
+    blend = pack_module("context_blend")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 2, 23, 2, 2, generator=g)
+    sigmas = torch.tensor([3.0, 2.0, 0.0])
+    weight = torch.randn(2, 2, generator=g)
+
+    def model_like(sub_x):  # per-item and per-frame, like a video UNet: depends on the window's own content
+        return torch.einsum("oc,bcthw->bothw", weight, sub_x) + sub_x.mean(dim=2, keepdim=True)
+
+    def run(per_call):
+        handler = blend.RandomizedBlendContextHandler(chunk=6, overlap=3, mode="randomized", seed=5,
+                                                      max_batch=per_call)
+        calls = []
+
+        def fake_calc(model, conds, sub_x, timestep, model_options):
+            calls.append((sub_x.shape[0], timestep.tolist()))
+            return [model_like(sub_x) + 10.0 * c for c in range(len(conds))]
+
+        out = handler.execute(fake_calc, None, [[{}], [{}]], x, sigmas[:1],
+                              {"transformer_options": {"sample_sigmas": sigmas}})
+        return out, calls, handler
+
+    single, single_calls, handler = run(1)
+    batched, batched_calls, _ = run(max_batch)
+    windows = len(handler.windows_for(23))
+    assert windows == 7 and len(single_calls) == windows and all(b == 1 for b, _ in single_calls)
+    per_call = min(max_batch, windows)
+    assert [b for b, _ in batched_calls] == [min(per_call, windows - i) for i in range(0, windows, per_call)]
+    assert all(t == [3.0] * b for b, t in batched_calls)  # one timestep per window in the call
+    for a, b in zip(single, batched):
+        assert torch.equal(a, b)
+
+
+def test_per_frame_conditioning_keeps_one_window_per_call(comfy_host):
+    """Conditioning sliced per window (image-to-video concat latents, ControlNet) cannot share a call."""
+    import comfy.conds
+
+    blend = pack_module("context_blend")
+    handler = blend.RandomizedBlendContextHandler(chunk=6, overlap=3, max_batch=4)
+    x = torch.zeros(1, 2, 20, 2, 2)
+    text = [[{"model_conds": {"c_crossattn": comfy.conds.CONDCrossAttn(torch.zeros(1, 77, 8))}}]]
+    per_frame = [[{"model_conds": {"concat": comfy.conds.CONDNoiseShape(torch.zeros(1, 2, 20, 2, 2))}}]]
+    assert handler.windows_per_call(None, text, x, 6) == 4
+    assert handler.windows_per_call(None, per_frame, x, 6) == 1
+    assert handler.windows_per_call(None, [[{"control": object()}]], x, 6) == 1
+    with pytest.raises(ValueError, match="max_batch must be an integer >= 0"):
+        blend.RandomizedBlendContextHandler(chunk=6, overlap=3, max_batch=-1)
+
+
+def test_automatic_batch_follows_the_models_memory_estimate(comfy_host):
+    """max_batch 0: the largest number of windows whose estimate x 1.5 fits in free memory (the host's rule)."""
+    import comfy.model_management
+
+    blend = pack_module("context_blend")
+    handler = blend.RandomizedBlendContextHandler(chunk=6, overlap=3, max_batch=0)
+    x = torch.zeros(1, 2, 40, 2, 2)
+    free = comfy.model_management.get_free_memory(x.device)
+
+    class Model:
+        def __init__(self, per_item):
+            self.per_item, self.shapes = per_item, []
+
+        def memory_required(self, shape):
+            self.shapes.append(list(shape))
+            return shape[0] * self.per_item
+
+    conds = [[{}], [{}]]
+    # 3 windows' worth of items (cond + uncond each) fit, 4 do not
+    model = Model(free / (1.5 * 2 * 3.5))
+    assert handler.windows_per_call(model, conds, x, 10) == 3
+    assert all(s[2] == 6 for s in model.shapes)  # estimated per window of 6 frames, never the whole video
+    assert handler.windows_per_call(Model(free), conds, x, 10) == 1
+    assert handler.windows_per_call(Model(1.0), conds, x, 10) == blend.AUTO_MAX_BATCH
 
 
 @pytest.mark.parametrize("mode", ["randomized", "linear", "none"])
@@ -257,14 +343,18 @@ def test_blend_modes_keep_the_cores_seam_ordering_through_the_host(refiner):
     assert scores["randomized"] < scores["none"], scores
 
 
-def test_cancel_stops_between_windows(refiner):
-    """The host's interrupt flag is honoured before the next window, not only at the next step."""
+@pytest.mark.parametrize("max_batch", [1, 2])
+def test_cancel_stops_between_windows(refiner, max_batch):
+    """The host's interrupt flag is honoured before the next model call (of 1 or 2 windows), not only at the
+    next step."""
     import comfy.model_management
 
     model = with_denoiser(refiner, lambda x, sigma: torch.zeros_like(x))
     calls = []
 
     def hook(handler):
+        handler.max_batch = max_batch
+
         def observe(step, i, span, sub_x, sigma):
             calls.append((step, i))
             if (step, i) == (0, 1):

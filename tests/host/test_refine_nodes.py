@@ -63,6 +63,59 @@ def test_tiny_msvid2vid_refiner_refines_60_frames_through_the_host(run_prompt, c
     assert saved, "the host's SaveVideo wrote no file"
 
 
+# ----------------------------------------------------------------------------- several windows per call
+def test_batched_windows_give_the_same_video_as_one_window_per_call(comfy_host, host_encoder_weights):
+    """The real tiny MS-Vid2Vid-XL UNet through the Refine node: 4 windows per model call (and the automatic
+    choice) give the same frames as one window per call, in fewer UNet calls of more items."""
+    refine = comfy_host.node_class("StreamingT2VRefine")
+    name = write_tiny_refiner(comfy_host.models_dir)
+    model = comfy_host.node_class("StreamingT2VModelLoader").execute(model_name=name, weight_dtype="fp32",
+                                                                     kind="auto").result[0]
+    vae = comfy_host.nodes.VAELoader().load_vae(write_random_taesd(comfy_host.models_dir))[0]
+    frames = torch.rand(26, 32, 32, 3, generator=torch.Generator().manual_seed(3))
+    calls: list[int] = []
+    counted = model.clone()
+    counted.set_model_unet_function_wrapper(
+        lambda apply, args: (calls.append(args["input"].shape[0]), apply(args["input"], args["timestep"], **args["c"]))[1])
+
+    def run(max_batch: int):
+        calls.clear()
+        pack_module("refine").handler_hook = lambda h: setattr(h, "max_batch", max_batch)
+        try:
+            images, _ = refine.execute(images=frames, model=counted, vae=vae, positive=text_cond(0),
+                                       negative=text_cond(1), **refine_inputs(width=64, height=80, chunk=8, overlap=2,
+                                                                              steps=1)).result
+        finally:
+            pack_module("refine").handler_hook = None
+        return images, list(calls)
+
+    one, one_calls = run(1)
+    four, four_calls = run(4)
+    auto, auto_calls = run(0)
+    # 26 frames -> windows (0,8) (6,14) (12,20) (18,26); CFG: cond and uncond batched by the host (2 items/window)
+    assert one_calls == [2] * 4
+    assert four_calls == [8]
+    assert max(auto_calls) > 2  # free RAM is plenty for these windows: the automatic choice batches them
+    # Same frames up to float summation order (batched matmuls/convs block differently): 1e-4 in [0, 1] pixels is
+    # 1/40 of an 8-bit level; a wrong window order or mixed-up conditioning changes pixels by ~1e-1.
+    torch.testing.assert_close(four, one, rtol=0, atol=1e-4)
+    torch.testing.assert_close(auto, one, rtol=0, atol=1e-4)
+    assert torch.isfinite(one).all() and one.shape == (26, 64, 64, 3)
+
+
+def test_refine_defaults_are_the_12gb_first_try():
+    """video_file output and 1024x592 (a size MS-Vid2Vid-XL takes) unless the user changes them."""
+    from streamingt2v_core.models.config import RefinerUNetConfig
+
+    schema = pack_module("refine").Refine.define_schema()
+    defaults = {i.id: getattr(i, "default", None) for i in schema.inputs}
+    assert defaults["output"] == "video_file"
+    width, height = defaults["width"], defaults["height"]
+    assert (width, height) == (1024, 592) and width % 64 == 0 and (height - 16) % 64 == 0
+    RefinerUNetConfig.full().check_latent_size(height // 8, width // 8)  # raises if the refiner cannot take it
+    assert [o.display_name for o in schema.outputs] == ["images", "video"]
+
+
 # ----------------------------------------------------------------------------- a host video model
 def write_tiny_wan21(models_dir: Path) -> tuple[str, str]:
     """Tiny random Wan 2.1 (t2v) diffusion model and Wan 2.1 VAE, built from the host's own classes
