@@ -11,9 +11,14 @@ on the host treats it like any of its own video models:
   checkpoint names, diffusers/peft names, kohya ``lora_unet_`` names) to the host's key map;
 * memory management: every ``Linear``/``Conv``/``GroupNorm``/``LayerNorm`` leaf becomes the host's castable op
   class (``comfy.ops.disable_weight_init``), so low-VRAM partial loading, LoRA patches on offloaded weights and the
-  host's per-op interrupt check (``run_every_op``) apply to our modules too;
+  host's per-op interrupt check (``run_every_op``) apply to our modules too; ``memory_required`` (what the host
+  loads, offloads and batches cond/uncond by) is our fitted activation-memory model
+  (``streamingt2v_core.models.memory_estimate``), not the host's generic guess, and ``memory_usage_factor`` is set
+  to the value that makes the host's own formula agree with it;
 * attention: the host's ``optimized_attention`` (xformers, sage, flash, pytorch, sub-quadratic...) is injected
-  through the core models' ``set_attention_function``.
+  through the core models' ``set_attention_function``, with the softmax in fp32 (``attn_precision``) as the host
+  does for the SD2 family (ModelScope's lineage) so non-fused attentions cannot overflow in fp16; every call is cut
+  to the core's batch x heads limit (``streamingt2v_core.models.attention``).
 
 Latents are 5-D ``[B, 4, T, H, W]`` like the host's other video models (latent format: the SD VAE's, scale
 0.18215, with ``latent_dimensions = 3``).
@@ -25,6 +30,7 @@ extra_conds`, which turns them into per-batch ``CONDRegular`` entries that arriv
 """
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -40,6 +46,7 @@ import comfy.model_patcher
 import comfy.ops
 import comfy.supported_models_base
 
+from streamingt2v_core.models.memory_estimate import FITS, SAFETY, activation_bytes, width_scale
 from streamingt2v_core.sampling.schedules import alphas_cumprod_to_sigmas, refiner_alphas_cumprod
 
 __all__ = [
@@ -56,6 +63,8 @@ __all__ = [
     "StreamingT2VRefinerModel",
     "wrap_core_model",
     "wrap_loaded_model",
+    "host_attention_function",
+    "memory_usage_factor_for",
     "model_kind",
     "require_model_kind",
     "extender_config",
@@ -105,14 +114,29 @@ class StreamingT2VModelConfig(comfy.supported_models_base.BASE):
     # The host's "linear" schedule is linear in sqrt(beta), i.e. diffusers' "scaled_linear": ModelScope T2V.
     sampling_settings = {"beta_schedule": "linear", "linear_start": 0.00085, "linear_end": 0.012, "timesteps": 1000}
     supported_inference_dtypes = [torch.float16, torch.bfloat16, torch.float32]
-    # Attention-memory factor in the host's estimate (SD1.5 uses 1.0 for 2-D latents; our temporal layers add
-    # some), used to size cond/uncond batching and low-VRAM loading.
+    # The host's generic factor (its formula: latent elements x dtype size x 0.01 x factor MiB); replaced per model
+    # by the value equivalent to our fitted memory model (memory_usage_factor_for), which memory_required uses.
     memory_usage_factor = 1.5
 
     def __init__(self, kind: str, core_config: Any = None) -> None:
         super().__init__({"disable_unet_model_creation": True, "streamingt2v_kind": kind})
         self.streamingt2v_kind = kind
         self.core_config = core_config
+        unet_config = getattr(core_config, "unet", core_config)
+        if unet_config is not None and hasattr(unet_config, "block_out_channels"):
+            self.memory_usage_factor = memory_usage_factor_for(kind, unet_config)
+
+
+def memory_kind(kind: str) -> str:
+    """The fitted memory model of a kind (the base UNet3D and the refiner share one)."""
+    return "extender" if kind == KIND_EXTENDER else "unet3d"
+
+
+def memory_usage_factor_for(kind: str, unet_config: Any) -> float:
+    """The host ``memory_usage_factor`` that makes its formula (latent elements x dtype size x 0.01 x factor MiB)
+    equal our fitted estimate, fixed part aside: ``kappa x SAFETY / (0.01 x 2^20)`` (1.10 for the published UNet3D,
+    1.19 for the extender)."""
+    return FITS[memory_kind(kind)].kappa(width_scale(unet_config)) * SAFETY / (0.01 * 2**20)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -180,6 +204,21 @@ class StreamingT2VUNetModel(comfy.model_base.BaseModel):
         self._loose = _loose_parameters(diffusion_model)
 
     # -- host plumbing --------------------------------------------------------------------------------------------
+    def memory_required(self, input_shape, cond_shapes={}):
+        """Bytes one forward on a latent of ``input_shape`` needs besides the weights (the host loads, offloads and
+        batches by it). Our fitted activation model; the host's generic formula for other shapes."""
+        unet_config = self._core_unet_config()
+        if unet_config is None or len(input_shape) != 5:
+            return super().memory_required(input_shape, cond_shapes)
+        dtype = self.manual_cast_dtype if self.manual_cast_dtype is not None else self.get_dtype()
+        return activation_bytes(memory_kind(self.streamingt2v_kind), unet_config, list(input_shape),
+                                comfy.model_management.dtype_size(dtype))
+
+    def _core_unet_config(self) -> Any:
+        config = getattr(self.model_config, "core_config", None) or getattr(self.diffusion_model, "config", None)
+        config = getattr(config, "unet", config)
+        return config if hasattr(config, "block_out_channels") else None
+
     def get_dtype(self) -> torch.dtype:
         for p in self.diffusion_model.parameters():
             return p.dtype
@@ -313,14 +352,21 @@ def wrap_core_model(
     offload_device = offload_device or comfy.model_management.unet_offload_device()
     _adopt_host_ops(module)
     if hasattr(module, "set_attention_function"):
-        from comfy.ldm.modules.attention import optimized_attention
-
-        module.set_attention_function(optimized_attention)
-    model_config = StreamingT2VModelConfig(kind, config)
+        module.set_attention_function(host_attention_function())
+    model_config = StreamingT2VModelConfig(kind, config if config is not None else getattr(module, "config", None))
     dtype = next(module.parameters()).dtype
     model_config.set_inference_dtype(dtype, None)
     model = _MODEL_CLASSES[kind](model_config, module).to(offload_device)
     return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
+
+
+def host_attention_function():
+    """The host's ``optimized_attention`` with the softmax in fp32 (``attn_precision``), as the host runs the SD2
+    family: fused kernels (PyTorch SDPA, xformers, flash, sage) accumulate in fp32 anyway; the host's basic, split and
+    sub-quadratic attentions otherwise compute ``QK^T`` in fp16, which overflows for large activations."""
+    from comfy.ldm.modules.attention import optimized_attention
+
+    return functools.partial(optimized_attention, attn_precision=torch.float32)
 
 
 def wrap_loaded_model(loaded: Any) -> comfy.model_patcher.ModelPatcher:

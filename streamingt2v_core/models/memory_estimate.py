@@ -1,0 +1,151 @@
+"""Activation memory of one UNet forward, from a measured and fitted model (what the host's model management needs).
+
+The host decides how much of a model to keep on the GPU, and whether cond and uncond run in one batch, from
+``BaseModel.memory_required(input_shape)``: the bytes one forward needs on top of the weights. Its generic formula
+(latent elements x a per-model factor) is a guess; this module replaces it for our UNets by a fitted model.
+
+The model. In inference mode a forward frees every intermediate as soon as it is consumed, so its peak is reached in
+one phase of the network (in our UNets: the level-0 up path, where the skips of every level are still held while the
+widest feed-forward runs), and every tensor alive then is (latent positions) x (a width). Hence, for one config,
+
+    peak activation bytes = dtype bytes x B*T*H*W x kappa
+
+with ``kappa`` (elements per latent position) independent of the latent size; the measurements confirm it to 1%.
+Where the peak is: the feed-forward of ``transformer_in`` (temporal attention at full latent resolution, 8 heads of
+64 = 512 wide, GEGLU to 2 x 2048) holds its 4096-wide projection, its GELU and their product at once: about 80% of
+the peak. At 1280x720 with CFG batch 2 in fp16 that is 10.5 of 13 GiB; processing those tokens in chunks would cut
+the peak to a few GiB (not done here: see README, Known limits).
+Every width of the network is a multiple of the head size ``s``: the published configs have channels
+(5s, 10s, 20s, 20s), ``transformer_in`` 8 heads of ``s``, E_cond channels (s/2, 3s/2, 4s, 8s) and s = 64. So we
+measure the *same architecture scaled down* (s = 2, 4, 8: the same head counts, the same width ratios) and fit
+``kappa(s) = slope * s + offset`` (affine: the widths scale with ``s``, the 4 latent channels and the 1024-d text
+context do not). For configs outside that family (the tiny test presets), ``s`` is the largest equivalent head size,
+``max(c0 / 5, transformer_in width / 8)``, which over-estimates rather than under-estimates.
+
+How it was measured: ``bench/bench_memory.py`` runs forwards on the CPU under ``torch.profiler`` with
+``profile_memory=True`` and takes the peak of the running sum of every tensor allocation and free inside the forward
+(inputs and weights excluded), in fp32 (bytes scale with the dtype: every activation is in the parameter dtype).
+Its table and fit are in ``bench/RESULTS.md``; ``FITS`` below holds the fitted numbers, and the benchmark prints how
+far a fresh fit is from them. ``bench/gpu.sh`` checks the estimate against ``torch.cuda.max_memory_allocated`` on a
+GPU (which also sees kernel workspaces, e.g. cuDNN's, that a CPU cannot), and :data:`SAFETY` covers those.
+
+What the model assumes: memory-efficient attention (PyTorch SDPA's flash / memory-efficient kernels, xformers, sage:
+no ``tokens x tokens`` score matrix), which is the host's default on CUDA. The host's ``split`` / ``sub-quadratic``
+attentions on other devices size their own chunks from free memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .config import ExtenderConfig, UNet3DConfig
+
+__all__ = [
+    "ActivationFit",
+    "FITS",
+    "SAFETY",
+    "FIXED_BYTES",
+    "width_scale",
+    "scaled_unet_config",
+    "scaled_extender_config",
+    "activation_bytes",
+    "measure_peak_bytes",
+]
+
+#: Factor on the fitted peak for what the CPU measurement cannot see (allocator rounding, CUDA kernel workspaces).
+SAFETY = 1.15
+#: Bytes that do not scale with the latent: text-context keys/values, timestep embeddings (generous).
+FIXED_BYTES = 64 * 2**20
+
+
+@dataclass(frozen=True)
+class ActivationFit:
+    """``kappa(s) = slope * s + offset`` elements of activation per latent position (B*T*H*W) at head size ``s``."""
+
+    slope: float
+    offset: float
+
+    def kappa(self, scale: float) -> float:
+        return self.slope * scale + self.offset
+
+
+#: Fitted on the CPU by ``bench/bench_memory.py`` (see bench/RESULTS.md); per model kind:
+#: ``unet3d`` (ModelScope T2V and the MS-Vid2Vid-XL refiner: same modules) and ``extender`` (base + CAM + APM; the
+#: latent positions counted are those of the 16-frame chunk, the CAM's 8 frames are part of kappa).
+FITS: dict[str, ActivationFit] = {
+    # 12 points (base and refiner, s = 2, 4, 8, B*T*H*W 2048..8192): max error 1.0%; kappa(64) = 10,058
+    "unet3d": ActivationFit(slope=157.1, offset=3.9),
+    # 9 points (s = 2, 4, 8, batch 1 and 2): max error 5.3% (a 0.5 MiB fixed part); kappa(64) = 10,881
+    "extender": ActivationFit(slope=169.9, offset=7.5),
+}
+
+
+def width_scale(config: UNet3DConfig) -> float:
+    """The equivalent head size ``s`` of a UNet3D config (64 for the published ones)."""
+    c0 = config.block_out_channels[0]
+    return max(c0 / 5.0, config.transformer_in_heads * config.attention_head_dim / 8.0)
+
+
+def scaled_unet_config(scale: int, refiner: bool = False) -> UNet3DConfig:
+    """The published UNet3D (or MS-Vid2Vid-XL refiner) architecture with head size ``scale`` instead of 64."""
+    from .config import RefinerUNetConfig
+
+    cls = RefinerUNetConfig if refiner else UNet3DConfig
+    return cls(
+        block_out_channels=(5 * scale, 10 * scale, 20 * scale, 20 * scale),
+        attention_head_dim=scale,
+        norm_num_groups=5,
+    )
+
+
+def scaled_extender_config(scale: int) -> ExtenderConfig:
+    """The published extender with head size ``scale`` (E_cond, resampler and merger widths scaled alike)."""
+    if scale % 2:
+        raise ValueError(f"scale: expected an even head size (E_cond's first width is scale / 2), got {scale}")
+    return ExtenderConfig(
+        unet=scaled_unet_config(scale),
+        cond_embedding_channels=(scale // 2, 3 * scale // 2, 4 * scale, 8 * scale),
+        resampler_inner_dim=20 * scale,
+        merger_head_dim=scale,
+    )
+
+
+def activation_bytes(kind: str, config: UNet3DConfig, shape: tuple[int, ...] | list[int], dtype_bytes: int) -> int:
+    """Estimated peak activation bytes of one forward on a latent ``[B, C, T, H, W]`` (weights not included).
+
+    Args:
+        kind: ``"unet3d"`` (base UNet3D, refiner) or ``"extender"``.
+        config: the UNet3D config (for the extender: ``ExtenderConfig.unet``).
+        shape: the latent shape of one call, batch included (the host passes cond + uncond as batch 2).
+        dtype_bytes: bytes per element of the dtype the model computes in (2 for fp16/bf16).
+    """
+    if kind not in FITS:
+        raise ValueError(f"kind: expected one of {sorted(FITS)}, got {kind!r}")
+    if len(shape) != 5:
+        raise ValueError(f"shape: expected a video latent [B, C, T, H, W], got {list(shape)}")
+    b, _, t, h, w = (int(v) for v in shape)
+    positions = b * t * h * w
+    kappa = FITS[kind].kappa(width_scale(config))
+    return int(positions * kappa * dtype_bytes * SAFETY) + FIXED_BYTES
+
+
+def measure_peak_bytes(fn) -> int:
+    """Peak bytes of tensor memory allocated by ``fn()`` on the CPU above what was allocated before it.
+
+    Uses ``torch.profiler`` with ``profile_memory=True``: every allocation and free inside ``fn`` is an event with a
+    signed size; the peak of their running sum is the peak of live tensor memory created by ``fn`` (the output
+    included, the inputs and the weights, allocated before, excluded). Runs ``fn`` under ``torch.inference_mode``.
+    """
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted(
+        (e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"
+    )
+    live = peak = 0
+    for _, nbytes in events:
+        live += nbytes
+        peak = max(peak, live)
+    return peak
