@@ -575,3 +575,52 @@ def test_metric_weight_loaders_give_the_safe_message_too(tmp_path: Path) -> None
         assert message.startswith(f"{name}: cannot read") and "refused for safety" in message, message
         assert "system" in message and "weights_only` set to `False" not in message and "Re-running" not in message
         assert error.value.__cause__ is None  # no chained torch error repeating the advice
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The cheap scan behind the Model Loader's list (#16.4)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class _Touches:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.path}",))
+
+
+def test_scan_tells_our_formats_from_others_reading_only_the_index(tmp_path: Path, monkeypatch) -> None:
+    from streamingt2v_core.models.loading import scan
+
+    ours = {
+        "official.ckpt": ("extender", "official"),
+        "repack.safetensors": ("extender", "repack"),
+        "unet.safetensors": ("base_unet3d", "diffusers"),
+        "text2video_pytorch_model.pth": ("base_unet3d", "modelscope_t2v"),
+        "non_ema.pth": ("refiner_unet", "ms_vid2vid_xl"),
+        "converted.safetensors": ("refiner_unet", "converted"),
+    }
+    for name, (kind, layout) in ours.items():
+        write_tiny_checkpoint(tmp_path / name, kind, layout)
+    tripwire = tmp_path / "ran"
+    torch.save({"state_dict": {"a": torch.zeros(1)}, "payload": _Touches(str(tripwire))}, tmp_path / "evil.pth")
+    save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(1)}, str(tmp_path / "sd.safetensors"))
+    (tmp_path / "notes.ckpt").write_text("notes")
+    torch.save({"a": torch.zeros(1)}, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
+    # The scan never loads tensors: torch.load and safe_open are not called at all.
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("the scan must not torch.load"))
+    scan.clear_scan_cache()
+    results = {p.name: scan.scan_checkpoint(p) for p in sorted(tmp_path.iterdir())}
+    assert {n for n, r in results.items() if r.ours} == set(ours), {n: r.description for n, r in results.items()}
+    assert results["text2video_pytorch_model.pth"].format == "ms_vid2vid_xl"  # the LDM naming, either model
+    assert "Stable Diffusion" in results["sd.safetensors"].description
+    assert not tripwire.exists(), "the scan ran code from a pickle"
+    # Cached by size and mtime: a changed file is scanned again.
+    calls = []
+    monkeypatch.setattr(scan, "_scan_uncached", lambda p: calls.append(p) or scan.ScanResult(None, "x"))
+    scan.scan_checkpoint(tmp_path / "unet.safetensors")
+    assert calls == []
+    (tmp_path / "unet.safetensors").write_bytes(b"changed")
+    scan.scan_checkpoint(tmp_path / "unet.safetensors")
+    assert len(calls) == 1
