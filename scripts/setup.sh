@@ -57,6 +57,9 @@ if [ ! -f "$STAMP_DIR/deps-$req_hash" ]; then
   "${PIP[@]}" "torch==2.14.1" "torchvision==0.29.1"
   grep -v -E '^\s*(torch|torchvision|torchaudio)\s*([<>=!~].*)?$' "$HOST/requirements.txt" > "$ROOT/.host/requirements-notorch.txt"
   "${PIP[@]}" -r "$ROOT/.host/requirements-notorch.txt" requests
+  # The pack's distribution was called comfyui-streamingt2v before it took the registry's node
+  # id (streamingt2v); an older .venv would keep both editable installs of this folder.
+  "$VPY" -m pip uninstall -y -q comfyui-streamingt2v >/dev/null 2>&1 || true
   "${PIP[@]}" -e "$ROOT[test]"
   rm -f "$STAMP_DIR"/deps-*
   touch "$STAMP_DIR/deps-$req_hash"
