@@ -41,6 +41,7 @@ One job per module:
 ``plans``       how each of our keys is read from the file; :func:`detect_checkpoint_format`
 ``strict``      the strict key/shape check and :func:`load_model`
 ``writing``     :class:`SafetensorsStreamWriter`, :func:`save_converted`, :func:`convert_checkpoint`
+``scan``        is a file one of our formats? from its index only, cached (the Model Loader's file list)
 =============== ====================================================================================================
 """
 
