@@ -24,6 +24,7 @@ Rules:
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import socket
@@ -98,8 +99,10 @@ def encode_chunk(frames: torch.Tensor, index: int, digest: str) -> bytes:
     if frames.dtype != torch.uint8 or frames.ndim != 4:
         raise ValueError(f"chunk {index}: expected uint8 frames [n, H, W, C], got {frames.dtype} "
                          f"{tuple(frames.shape)}")
-    return st_save({TENSOR_KEY: frames.detach().to("cpu").contiguous()},
-                   metadata={"format": FORMAT, "index": str(index), "digest": digest})
+    # One metadata entry: safetensors writes several in a random order, and the same chunk must give the same
+    # bytes in every process (content addressing, concurrent writers, hashes compared across runs).
+    meta = json.dumps({"format": FORMAT, "index": index, "digest": digest}, sort_keys=True)
+    return st_save({TENSOR_KEY: frames.detach().to("cpu").contiguous()}, metadata={"streamingt2v": meta})
 
 
 def decode_chunk(data: bytes) -> torch.Tensor:

@@ -230,3 +230,9 @@ def test_another_writer_of_the_same_chunk_wins_and_its_frames_are_used(tmp_path)
     RunStore(tmp_path).open("run-a").write(2, "x2", theirs, parent=first[1].file, frame_range=[24, 32])
     record, used = run.write(2, "x2", frames(51), parent=first[1].file, frame_range=[24, 32])
     assert torch.equal(used, theirs) and torch.equal(run.read(record, [H, W, 3]), theirs)
+
+
+def test_the_same_chunk_always_encodes_to_the_same_bytes():
+    # safetensors orders several metadata entries at random; chunk files must be content-addressed
+    encoded = {hashlib.sha256(encode_chunk(frames(3), 7, "d" * 64)).hexdigest() for _ in range(40)}
+    assert len(encoded) == 1
