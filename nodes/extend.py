@@ -48,7 +48,7 @@ from streamingt2v_core.video import frames_to_uint8, resize_frames
 from .comfy_model import KIND_EXTENDER, extender_config, require_model_kind, set_extender_conditioning
 from .extend_digests import digest, model_fingerprint, run_identity
 from .extend_run import CHUNK_FRAMES, COND_FRAMES, ExtensionJob, ExtensionResult, ExtensionRun
-from .initial_chunk import LATENT_CHANNELS, VAE_SCALE, decode_video_latent, sample_video_latent
+from .initial_chunk import VAE_SCALE, decode_video_latent, sample_video_latent
 from .runs import run_store
 
 __all__ = [

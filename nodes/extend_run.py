@@ -266,6 +266,14 @@ class ExtensionRun:
                 t0 = time.perf_counter()
                 callback = self._step_callback(index)
                 out = self.sample_chunk(job, index, cond, seed, callback)
+                want = (CHUNK_FRAMES, job.height, job.width, 3)
+                if not torch.is_tensor(out) or tuple(out.shape) != want:
+                    got = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
+                    raise ChunkFailedError(index, f"the sampled chunk is {got}, expected {want}")
+                if not bool(torch.isfinite(out).all()):
+                    # uint8 would hide it: NaN must never reach the store or the next chunk's conditioning
+                    raise ChunkFailedError(index, "the sampled frames hold NaN or inf values; nothing of this chunk "
+                                                  "was stored, the chunks before it are")
                 frames = frames_to_uint8(out[COND_FRAMES:].to("cpu", torch.float32))
                 seconds = time.perf_counter() - t0
             else:

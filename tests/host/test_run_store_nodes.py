@@ -275,3 +275,24 @@ def test_load_run_refuses_ram_it_lacks_gives_the_video_and_names_a_missing_chunk
     comfy_host.executor.reset()
     message = error_of(run_prompt, load_run_graph(name))
     assert f"run '{name}', chunk 1" in message and "missing" in message and "StreamingT2V Extend again" in message
+
+
+def test_a_chunk_that_comes_out_nan_stops_the_run_naming_it_and_keeps_the_chunks_before(comfy_host, host_weights,
+                                                                                        run_prompt, monkeypatch):
+    extend = pack_module(comfy_host, "extend")
+    original = extend._sample_chunk
+    calls = {"n": 0}
+
+    def nan_at_chunk_2(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            cond = args[6]
+            return torch.full((16, *cond.shape[1:]), float("nan"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(extend, "_sample_chunk", nan_at_chunk_2)
+    name = unique("nan")
+    message = error_of(run_prompt, extend_graph(total_frames=40, seed=3, disk_cache=True, run_name=name))
+    assert f"run '{name}', chunk 2 failed" in message and "NaN" in message and calls["n"] == 2
+    run = store_of(comfy_host).open(name)
+    assert [r.index for r in run.manifest().timeline_records()] == [0, 1]  # chunk 1 kept, nothing of chunk 2
