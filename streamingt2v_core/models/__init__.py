@@ -8,7 +8,7 @@ from .attention import AttentionFn, install_attention_function, sdpa_attention
 from .cam import CAMFeatures, ConditionalAttentionModule, CrossAttentionMerger, FrameConditioningEncoder
 from .config import ExtenderConfig, RefinerUNetConfig, UNet3DConfig
 from .extender import ConditionedUNet3D, StreamingT2VExtender
-from .unet3d import UNet3D
+from .unet3d import ControlResiduals, UNet3D
 
 __all__ = [
     "AttentionFn",
@@ -18,6 +18,7 @@ __all__ = [
     "ExtenderConfig",
     "RefinerUNetConfig",
     "UNet3D",
+    "ControlResiduals",
     "ConditionedUNet3D",
     "StreamingT2VExtender",
     "ConditionalAttentionModule",

@@ -26,7 +26,7 @@ from .apm import AppearancePreservationModule
 from .attention import AttentionFunctionMixin
 from .cam import CAMFeatures, ConditionalAttentionModule, CrossAttentionMerger
 from .config import ExtenderConfig
-from .unet3d import UNet3D
+from .unet3d import ControlResiduals, UNet3D
 
 __all__ = ["ConditionedUNet3D", "StreamingT2VExtender"]
 
@@ -37,6 +37,9 @@ class ConditionedUNet3D(UNet3D):
     ``cross_attention_merger_down_blocks.{i}`` merges CAM skip ``i`` into base skip ``i`` (12 at full size, index 0
     = the ``transformer_in`` output); ``cross_attention_merger_mid_block`` merges the CAM mid output into the base
     mid output. The mid block itself consumes the un-merged last encoder output (official code).
+
+    ControlNet residuals (``control``) are added after the mergers: a merger's query is the base skip it was trained
+    on, and the residual then reaches the up path as in the SD UNet (order: CAM merge, then ControlNet).
     """
 
     def __init__(self, config: ExtenderConfig) -> None:
@@ -57,10 +60,12 @@ class ConditionedUNet3D(UNet3D):
         timestep: Tensor | float | int,
         encoder_hidden_states: Tensor,
         cam_features: CAMFeatures | None = None,
+        control: ControlResiduals | None = None,
     ) -> Tensor:
         """``encoder_hidden_states``: ``[B, 77 + 16, 1024]`` (text + APM image tokens). Without ``cam_features``
-        the mergers are skipped (equal to zero-init mergers)."""
-        return self._unet_forward(sample, timestep, encoder_hidden_states, cam_features)
+        the mergers are skipped (equal to zero-init mergers). ``control``: optional per-frame ControlNet residuals,
+        added after the mergers."""
+        return self._unet_forward(sample, timestep, encoder_hidden_states, cam_features, control)
 
     def condition_features(
         self, skips: list[Tensor], mid: Tensor, conditioning: object, num_frames: int
@@ -132,6 +137,7 @@ class StreamingT2VExtender(AttentionFunctionMixin, nn.Module):
         encoder_hidden_states: Tensor,
         image_embeds: Tensor,
         cond_frames: Tensor,
+        control: ControlResiduals | None = None,
     ) -> Tensor:
         """Epsilon prediction for a chunk.
 
@@ -141,6 +147,7 @@ class StreamingT2VExtender(AttentionFunctionMixin, nn.Module):
             encoder_hidden_states: ``[B, 77, 1024]`` text tokens (negative prompt for the uncond half).
             image_embeds: ``[B, 1024]`` pooled CLIP image embedding of the anchor (grey image for the uncond half).
             cond_frames: ``[B or 1, 8, 3, 8H, 8W]`` conditioning frames, RGB in [-1, 1].
+            control: optional per-frame ControlNet residuals for the base model (after the CAM mergers).
 
         Returns:
             ``[B, 4, 16, H, W]`` epsilon, in the parameter dtype.
@@ -152,4 +159,4 @@ class StreamingT2VExtender(AttentionFunctionMixin, nn.Module):
                 f"encoder_hidden_states: batch {context.shape[0]} must be 1 or the sample batch {sample.shape[0]}"
             )
         cam_features = self.unet(sample, timestep, context, cond_frames)
-        return self.base_model(sample, timestep, context, cam_features)
+        return self.base_model(sample, timestep, context, cam_features, control)

@@ -8,7 +8,8 @@ mergers and APM mixers that :class:`~streamingt2v_core.models.extender.Condition
 Forward:
     ``sample [B, 4, T, H, W]``, ``timestep`` (``Tensor[B]``, ``Tensor[1]``, 0-d or a number; DDPM steps 0..999,
     fractional allowed), ``encoder_hidden_states [B or 1, tokens, 1024]`` -> ``[B, 4, T, H, W]`` (epsilon for the
-    base model, v for the refiner, see ``config.prediction_type``).
+    base model, v for the refiner, see ``config.prediction_type``). Optional ``control``: per-frame ControlNet
+    residuals (:class:`ControlResiduals`), added to the skip connections and the mid output.
 
 The module runs in its parameter dtype (no autocast): inputs are cast to it, the sinusoidal timestep embedding is
 computed in fp32 then cast. The output is in the parameter dtype.
@@ -17,6 +18,7 @@ computed in fp32 then cast. The output is in the parameter dtype.
 from __future__ import annotations
 
 import numbers
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -33,7 +35,23 @@ from .blocks import (
 )
 from .config import UNet3DConfig
 
-__all__ = ["UNet3DEncoder", "UNet3D"]
+__all__ = ["ControlResiduals", "UNet3DEncoder", "UNet3D"]
+
+
+@dataclass
+class ControlResiduals:
+    """Per-frame ControlNet residuals for one forward: plain tensors, frames folded into the batch (``[B*T, C, h, w]``,
+    frame index fastest, as :meth:`UNet3DEncoder.fold_frames`).
+
+    The ModelScope UNet3D's spatial layout is the SD 2.x UNet's, so an SD 2.x ControlNet run on each frame gives one
+    residual per down-path skip (``skips[i]`` for skip ``i``, index 0 = the ``conv_in``/``transformer_in`` output;
+    ``config.num_skips`` of them) and one for the mid block output (``mid``). As in the SD UNet they are added where
+    the up path reads the skips, and to the mid block's output; ``None`` entries add nothing. In the extender they are
+    added after the CAM mergers (the mergers see the features they were trained on; see ``ConditionedUNet3D``).
+    """
+
+    skips: list[Tensor | None]
+    mid: Tensor | None = None
 
 
 class UNet3DEncoder(AttentionFunctionMixin, nn.Module):
@@ -187,9 +205,11 @@ class UNet3D(UNet3DEncoder):
         self.conv_norm_out = nn.GroupNorm(config.norm_num_groups, c0, eps=config.norm_eps)
         self.conv_out = nn.Conv2d(c0, config.out_channels, 3, padding=1)
 
-    def forward(self, sample: Tensor, timestep: Tensor | float | int, encoder_hidden_states: Tensor) -> Tensor:
-        """``[B, 4, T, H, W]`` -> ``[B, 4, T, H, W]`` (epsilon or v, per ``config.prediction_type``)."""
-        return self._unet_forward(sample, timestep, encoder_hidden_states, None)
+    def forward(self, sample: Tensor, timestep: Tensor | float | int, encoder_hidden_states: Tensor,
+                control: ControlResiduals | None = None) -> Tensor:
+        """``[B, 4, T, H, W]`` -> ``[B, 4, T, H, W]`` (epsilon or v, per ``config.prediction_type``); ``control``:
+        optional per-frame ControlNet residuals."""
+        return self._unet_forward(sample, timestep, encoder_hidden_states, None, control)
 
     # Subclasses (the extender's base model) replace skips / mid output with conditioned versions here.
     def condition_features(
@@ -198,8 +218,43 @@ class UNet3D(UNet3DEncoder):
         """Identity in the plain UNet3D."""
         return skips, mid
 
+    def add_control_residuals(
+        self, skips: list[Tensor], mid: Tensor, control: ControlResiduals
+    ) -> tuple[list[Tensor], Tensor]:
+        """``skips[i] + control.skips[i]`` and ``mid + control.mid`` (out of place); shapes must match exactly."""
+        if not isinstance(control, ControlResiduals):
+            raise ValueError(f"control: expected ControlResiduals, got {type(control).__name__}")
+        if len(control.skips) != len(skips):
+            raise ValueError(
+                f"control: expected {len(skips)} skip residuals (one per skip connection of this UNet), got "
+                f"{len(control.skips)}"
+            )
+        out = []
+        for i, (skip, residual) in enumerate(zip(skips, control.skips)):
+            if residual is not None:
+                if tuple(residual.shape) != tuple(skip.shape):
+                    raise ValueError(
+                        f"control: skip residual {i} has shape {tuple(residual.shape)}, the skip connection it is "
+                        f"added to has {tuple(skip.shape)}"
+                    )
+                skip = skip + residual.to(device=skip.device, dtype=skip.dtype)
+            out.append(skip)
+        if control.mid is not None:
+            if tuple(control.mid.shape) != tuple(mid.shape):
+                raise ValueError(
+                    f"control: the mid residual has shape {tuple(control.mid.shape)}, the mid block output has "
+                    f"{tuple(mid.shape)}"
+                )
+            mid = mid + control.mid.to(device=mid.device, dtype=mid.dtype)
+        return out, mid
+
     def _unet_forward(
-        self, sample: Tensor, timestep: Tensor | float | int, encoder_hidden_states: Tensor, conditioning: object
+        self,
+        sample: Tensor,
+        timestep: Tensor | float | int,
+        encoder_hidden_states: Tensor,
+        conditioning: object,
+        control: ControlResiduals | None = None,
     ) -> Tensor:
         self._check_sample(sample)
         b, _, num_frames, h, w = sample.shape
@@ -214,6 +269,9 @@ class UNet3D(UNet3DEncoder):
         hidden = self.mid_block(hidden, emb, context, num_frames)
         if conditioning is not None:
             skips, hidden = self.condition_features(skips, hidden, conditioning, num_frames)
+        if control is not None:
+            # After the CAM mergers, where the up path reads the skips (the SD UNet's apply_control point).
+            skips, hidden = self.add_control_residuals(skips, hidden, control)
 
         for block in self.up_blocks:
             k = len(block.resnets)
