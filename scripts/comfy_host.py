@@ -11,13 +11,16 @@ the same data the web UI gets from `/object_info`.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import logging
 import os
+import re
 import sys
 import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS_DIR = REPO_ROOT / "workflows"
@@ -52,9 +55,12 @@ class _SilentServer:
         self.last_node_id = None
         self.last_prompt_id = None
         self.messages: list[tuple[str, Any]] = []
+        self.listeners: list[Callable[[str, Any], None]] = []  # e.g. the demo printing each step
 
     def send_sync(self, event, data, sid=None):
         self.messages.append((event, data))
+        for listener in self.listeners:
+            listener(event, data)
 
     def queue_updated(self):
         pass
@@ -70,6 +76,7 @@ class Host:
     folder_paths: Any
     server: _SilentServer
     executor: Any
+    notes: list[str] = field(default_factory=list)  # one line each: what the host left out and why
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -138,7 +145,10 @@ class Host:
             if problems:
                 raise PromptValidationError("\n".join(problems))
         self.server.messages.clear()
-        self.executor.execute(prompt, prompt_id, {"client_id": None}, targets)
+        # The executor sends per-node messages ("executing", progress) only to a client; listeners
+        # (the demo's step printer) make this harness one.
+        client_id = "streamingt2v-harness" if self.server.listeners else None
+        self.executor.execute(prompt, prompt_id, {"client_id": client_id}, targets)
         if not self.executor.success:
             for event, data in reversed(self.executor.status_messages):
                 if event == "execution_error":
@@ -212,6 +222,49 @@ def _format_validation(error: dict, node_errors: dict) -> str:
     return "\n".join(lines)
 
 
+class _MissingTorchaudioFilter(logging.Filter):
+    """Turns the host's import fallout of a missing torchaudio into one line.
+
+    torchaudio has no build for the torch the set-up installs (2.14.1), and this pack uses no
+    audio. Without it the host logs, while loading, "torchaudio missing" warnings, a traceback per
+    audio node file and a "pip install -r requirements.txt" advice that would not help. This filter
+    drops exactly those records (a traceback or failure of any other import still shows) and
+    remembers which node files were left out, for one line of its own.
+    """
+
+    GENERIC_ADVICE = (
+        "WARNING: some comfy_extras/ nodes did not import correctly",
+        "This issue might be caused by new missing dependencies",
+        "Please do a: pip install -r requirements.txt",
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.skipped: list[str] = []
+        self.other_failures = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "torchaudio missing" in message:
+            return False
+        if message.startswith("Traceback") and message.rstrip().endswith("No module named 'torchaudio'"):
+            return False
+        failed = re.match(r"Cannot import (.+) module for custom nodes: (.*)", message)
+        if failed:
+            if failed.group(2) == "No module named 'torchaudio'":
+                self.skipped.append(os.path.basename(failed.group(1)))
+                return False
+            self.other_failures = True
+            return True
+        failed = re.match(r"IMPORT FAILED: (.+)", message)
+        if failed:
+            return failed.group(1).strip() not in self.skipped
+        if not self.other_failures and self.skipped and (
+                not message.strip() or any(message.strip().startswith(a) for a in self.GENERIC_ADVICE)):
+            return False
+        return True
+
+
 _HOST: Host | None = None
 
 
@@ -262,6 +315,11 @@ def boot_host(base_dir: Path, models_dir: Path | None = None) -> Host:
             (models / r).mkdir(parents=True, exist_ok=True)
     folder_paths.models_dir = str(models)
 
+    audio_filter = None
+    if importlib.util.find_spec("torchaudio") is None:
+        audio_filter = _MissingTorchaudioFilter()
+        logging.getLogger().addFilter(audio_filter)
+
     # Same import order as the host's main.py: its `utils` package and `server` come before
     # `nodes`, which puts comfy/ first on sys.path (where comfy/utils.py would shadow them).
     import utils.extra_config  # noqa: F401
@@ -277,6 +335,10 @@ def boot_host(base_dir: Path, models_dir: Path | None = None) -> Host:
     server = _SilentServer()
     executor = execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC, cache_args={"lru": 0, "ram": 0})
     _HOST = Host(base_dir=base_dir, nodes=nodes, execution=execution, folder_paths=folder_paths, server=server, executor=executor)
+    if audio_filter is not None and audio_filter.skipped:
+        _HOST.notes.append(
+            "ComfyUI's audio nodes are not loaded: torchaudio is not installed (it has no build for this torch) "
+            f"and StreamingT2V uses no audio ({', '.join(audio_filter.skipped)})")
     return _HOST
 
 

@@ -4,7 +4,8 @@
 
 It boots the host in this process with this pack, loads `workflows/<NAME>` (the UI file an artist
 opens in the web UI), converts it to the API format, applies the options (prompt, frames,
-steps, size), executes it and prints the path of the video it wrote as its last line.
+steps, size), executes it, prints each step as the host runs it, and prints the path of the final
+video (the refined one when the workflow refines) as its last line.
 
 Weights: with real weights in the models folder (see README, "Where weights go") it makes the
 real video. Missing files are filled with tiny random demo weights in the real key layouts, and
@@ -67,17 +68,53 @@ def apply_options(api: dict, args: argparse.Namespace) -> dict:
     return api
 
 
-def files_from_ui(ui_outputs: dict, output_dir: Path) -> list[Path]:
-    found = []
-    for node_out in ui_outputs.values():
+def files_from_ui(ui_outputs: dict, output_dir: Path) -> dict[str, list[Path]]:
+    """The files each output node reported (its UI output), by node id."""
+    found: dict[str, list[Path]] = {}
+    for node_id, node_out in ui_outputs.items():
         for entries in node_out.values():
             if not isinstance(entries, list):
                 continue
             for entry in entries:
                 if isinstance(entry, dict) and "filename" in entry:
                     base = output_dir if entry.get("type", "output") == "output" else output_dir.parent / entry["type"]
-                    found.append(base / entry.get("subfolder", "") / entry["filename"])
+                    found.setdefault(str(node_id), []).append(base / entry.get("subfolder", "") / entry["filename"])
     return found
+
+
+def _upstream_types(api: dict, node_id: str) -> set[str]:
+    seen, todo, types = set(), [node_id], set()
+    while todo:
+        current = todo.pop()
+        if current in seen or current not in api:
+            continue
+        seen.add(current)
+        types.add(api[current]["class_type"])
+        todo += [v[0] for v in api[current]["inputs"].values() if isinstance(v, list) and len(v) == 2 and isinstance(v[0], str)]
+    return types
+
+
+def final_video(api: dict, files: dict[str, list[Path]]) -> Path | None:
+    """The video the workflow is for: one saved downstream of StreamingT2V Refine when there is one
+    (the refined video), else the last video saved."""
+    videos = [(node_id, f) for node_id, paths in files.items() for f in paths if f.suffix.lower() in VIDEO_SUFFIXES]
+    refined = [f for node_id, f in videos if "StreamingT2VRefine" in _upstream_types(api, node_id)]
+    return (refined or [f for _n, f in videos] or [None])[-1]
+
+
+def print_steps(api: dict):
+    """A listener for the host's messages that prints each node as it starts."""
+    total = len(api)
+    done: list[str] = []
+
+    def listener(event: str, data) -> None:
+        node_id = (data or {}).get("node") if isinstance(data, dict) else None
+        if event == "executing" and node_id is not None and node_id in api and node_id not in done:
+            done.append(node_id)
+            title = api[node_id].get("_meta", {}).get("title") or api[node_id]["class_type"]
+            print(f"[demo] step {len(done)}/{total}: {title} ({api[node_id]['class_type']})", flush=True)
+
+    return listener
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     args.models.mkdir(parents=True, exist_ok=True)
     print(f"[demo] workflow: {workflow.name}; models folder: {args.models}", flush=True)
     host = boot_host(args.workdir, models_dir=args.models)
+    for note in host.notes:
+        print(f"[demo] host: {note}", flush=True)
 
     from scripts.demo_weights import WEIGHT_FILES, write_all
 
@@ -120,17 +159,19 @@ def main(argv: list[str] | None = None) -> int:
 
     api = apply_options(workflow_to_api(workflow, host.object_info()), args)
     started = time.time()
+    host.server.listeners.append(print_steps(api))
     host.run_prompt(api)
     elapsed = time.time() - started
     files = files_from_ui(host.ui_outputs(), host.output_dir)
-    videos = [f for f in files if f.suffix.lower() in VIDEO_SUFFIXES]
+    all_files = [f for paths in files.values() for f in paths]
+    video = final_video(api, files)
     report = host.output_dir / "streamingt2v_demo_run.json"
     report.write_text(json.dumps({"workflow": workflow.name, "seconds": round(elapsed, 1), "demo_weights": demo_weights,
-                                  "files": [str(f) for f in files]}, indent=2))
-    print(f"[demo] finished in {elapsed:.1f} s; files written: {len(files)}", flush=True)
+                                  "video": str(video) if video else None, "files": [str(f) for f in all_files]}, indent=2))
+    print(f"[demo] finished in {elapsed:.1f} s; files written: {len(all_files)}; run report: {report}", flush=True)
     if demo_weights:
         print(NOISE_WARNING.format(missing=", ".join(missing), models=args.models), flush=True)
-    print(videos[-1] if videos else (files[-1] if files else report))
+    print(video if video else (all_files[-1] if all_files else report), flush=True)
     return 0
 
 
