@@ -42,6 +42,13 @@ def error_of(run_prompt, api) -> str:
     return str(err.value)
 
 
+def test_runs_live_in_the_output_folder_unless_extra_model_paths_say_otherwise(comfy_host, monkeypatch, tmp_path):
+    runs = pack_module(comfy_host, "runs")
+    assert runs.runs_root() == os.path.join(comfy_host.folder_paths.get_output_directory(), "StreamingT2V", "runs")
+    monkeypatch.setitem(comfy_host.folder_paths.folder_names_and_paths, "streamingt2v_runs", ([str(tmp_path)], set()))
+    assert runs.runs_root() == str(tmp_path)
+
+
 def test_extend_outputs_and_seed_control_are_named_for_the_ui(comfy_host):
     info = comfy_host.node_info("StreamingT2VExtend")
     assert info["output_name"] == ["frames", "info", "run"]
@@ -249,10 +256,13 @@ def load_run_graph(name: str, frames_output: str = "whole video") -> dict:
 
 
 def test_load_run_refuses_ram_it_lacks_gives_the_video_and_names_a_missing_chunk(comfy_host, host_weights, run_prompt,
-                                                                                  monkeypatch):
+                                                                                  monkeypatch, tmp_path):
     import streamingt2v_core.runs.memory as memory
 
     runs = pack_module(comfy_host, "runs")
+    # A runs folder of its own (extra_model_paths' streamingt2v_runs does the same for users): the run this test
+    # breaks is never the session's "latest".
+    monkeypatch.setattr(runs, "runs_root", lambda: str(tmp_path / "runs"))
     name = unique("load")
     ChunkCounter(monkeypatch, comfy_host)
     video = run_prompt(extend_graph(total_frames=24, seed=8, disk_cache=True, run_name=name))["9"][0]
@@ -268,6 +278,7 @@ def test_load_run_refuses_ram_it_lacks_gives_the_video_and_names_a_missing_chunk
     monkeypatch.undo()
 
     # A chunk file gone: Load Run names run and chunk and loads nothing.
+    monkeypatch.setattr(runs, "runs_root", lambda: str(tmp_path / "runs"))
     ChunkCounter(monkeypatch, comfy_host)
     run = store_of(comfy_host).open(name)
     record = run.manifest().timeline_records()[1]
@@ -296,3 +307,26 @@ def test_a_chunk_that_comes_out_nan_stops_the_run_naming_it_and_keeps_the_chunks
     assert f"run '{name}', chunk 2 failed" in message and "NaN" in message and calls["n"] == 2
     run = store_of(comfy_host).open(name)
     assert [r.index for r in run.manifest().timeline_records()] == [0, 1]  # chunk 1 kept, nothing of chunk 2
+
+
+def test_refine_stored_run_workflow_refines_a_stored_run_without_sampling_it(comfy_host, host_weights, object_info,
+                                                                              run_prompt, monkeypatch):
+    from harness import WORKFLOWS_DIR
+    from scripts.workflow_format import workflow_to_api
+    from test_workflows import ci_sized
+
+    name = unique("to-refine")
+    counter = ChunkCounter(monkeypatch, comfy_host)
+    video = run_prompt(extend_graph(total_frames=24, seed=2, disk_cache=True, run_name=name))["9"][0]
+    api = ci_sized(workflow_to_api(WORKFLOWS_DIR / "refine_stored_run.json", object_info))
+    load = next(k for k, v in api.items() if v["class_type"] == "StreamingT2VLoadRun")
+    refine = next(k for k, v in api.items() if v["class_type"] == "StreamingT2VRefine")
+    save = next(k for k, v in api.items() if v["class_type"] == "SaveVideo")
+    assert api[load]["inputs"]["run_name"] == "latest" and api[refine]["inputs"]["images"] == [load, 0]
+    api[load]["inputs"]["run_name"] = name
+    counter.calls = 0
+    outputs = run_prompt(api)
+    assert counter.calls == 0  # the run is read, not sampled
+    assert torch.equal(outputs[load][0], video)
+    assert outputs[refine][1].get_frame_count() == 24
+    assert comfy_host.ui_outputs()[save]["images"], "SaveVideo wrote nothing"
