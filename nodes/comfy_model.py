@@ -49,6 +49,8 @@ import comfy.supported_models_base
 from streamingt2v_core.models.memory_estimate import FITS, SAFETY, activation_bytes, width_scale
 from streamingt2v_core.sampling.schedules import alphas_cumprod_to_sigmas, refiner_alphas_cumprod
 
+from . import controlnet
+
 __all__ = [
     "KIND_BASE_UNET3D",
     "KIND_EXTENDER",
@@ -232,13 +234,13 @@ class StreamingT2VUNetModel(comfy.model_base.BaseModel):
                 p.data = p.data.to(device)
 
     def _forward_core(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor | None,
-                      extra: dict[str, Any]) -> torch.Tensor:
+                      extra: dict[str, Any], control: Any = None) -> torch.Tensor:
         if context is None:
             raise ValueError(
                 "positive/negative: the StreamingT2V UNet needs text conditioning (CLIPTextEncode with the "
                 "OpenCLIP-H text encoder, CLIPLoader type 'stable_diffusion')"
             )
-        return self.diffusion_model(x, timestep, context)
+        return self.diffusion_model(x, timestep, context, control=control)
 
     def _apply_model(self, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={}, **kwargs):
         sigma = t
@@ -257,7 +259,9 @@ class StreamingT2VUNetModel(comfy.model_base.BaseModel):
                 value = comfy.model_management.cast_to_device(value, device, dtype)
             extra[name] = value
         self._sync_loose_parameters(device)
-        out = self._forward_core(xc, timestep, context, extra)
+        # Per-frame ControlNet residuals (nodes/controlnet.py): one per skip connection + the mid block.
+        residuals = controlnet.core_residuals(control, device, dtype)
+        out = self._forward_core(xc, timestep, context, extra, residuals)
         return self.model_sampling.calculate_denoised(sigma, out.float(), x)
 
 
@@ -281,7 +285,7 @@ class StreamingT2VExtenderModel(StreamingT2VUNetModel):
             out["image_embeds"] = comfy.conds.CONDRegular(embeds)
         return out
 
-    def _forward_core(self, x, timestep, context, extra):
+    def _forward_core(self, x, timestep, context, extra, control=None):
         if context is None or "cond_frames" not in extra or "image_embeds" not in extra:
             missing = [n for n, ok in (("text", context is not None), ("conditioning frames", "cond_frames" in extra),
                                        ("anchor image embedding", "image_embeds" in extra)) if not ok]
@@ -304,7 +308,7 @@ class StreamingT2VExtenderModel(StreamingT2VUNetModel):
         image_embeds = extra["image_embeds"]
         if image_embeds.ndim == 3 and image_embeds.shape[1] == 1:
             image_embeds = image_embeds[:, 0]
-        return self.diffusion_model(x, timestep, context, image_embeds, extra["cond_frames"])
+        return self.diffusion_model(x, timestep, context, image_embeds, extra["cond_frames"], control=control)
 
 
 class StreamingT2VRefinerModel(StreamingT2VUNetModel):
@@ -357,7 +361,9 @@ def wrap_core_model(
     dtype = next(module.parameters()).dtype
     model_config.set_inference_dtype(dtype, None)
     model = _MODEL_CLASSES[kind](model_config, module).to(offload_device)
-    return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
+    patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
+    # The host's ControlNets (Apply ControlNet) run per frame on our 5-D latents.
+    return controlnet.register(patcher)
 
 
 def host_attention_function():

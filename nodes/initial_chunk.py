@@ -22,6 +22,7 @@ import latent_preview
 from comfy_api.latest import io
 
 from .comfy_model import KIND_BASE_UNET3D, require_model_kind
+from .controlnet import check_conditioning_controls
 
 __all__ = ["sample_video_latent", "decode_video_latent", "step_callback", "InitialChunkNode", "NODES"]
 
@@ -119,6 +120,9 @@ class InitialChunkNode(io.ComfyNode):
     def execute(cls, model, positive, negative, vae, width: int, height: int, frames: int, seed: int, steps: int,
                 cfg: float, sampler_name: str, scheduler: str) -> io.NodeOutput:
         require_model_kind(model, KIND_BASE_UNET3D, "model")
+        # A ControlNet from 'Apply ControlNet' steers frame i with control frame i (nodes/controlnet.py); one our
+        # UNet cannot run is refused now, naming positive/negative.
+        check_conditioning_controls(model, positive=positive, negative=negative)
         if vae is None:
             raise ValueError("vae: missing; connect a VAELoader with the SD VAE")
         for name, value in (("width", width), ("height", height)):

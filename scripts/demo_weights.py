@@ -7,7 +7,10 @@ No model hub is reachable here, so the demo and the host tests write their own w
   the meta device (so the key layout is exactly what the host loads) and filled with seeded
   random values;
 - our own UNets (base UNet3D, extender, MS-Vid2Vid-XL refiner) as tiny configs in the real
-  checkpoint layouts, through `streamingt2v_core.models.tiny_checkpoints.write_tiny_checkpoint`.
+  checkpoint layouts, through `streamingt2v_core.models.tiny_checkpoints.write_tiny_checkpoint`;
+- a tiny SD 2.x-layout ControlNet in the host's ControlNet file format (`control_model.*` keys, as the
+  ControlNet 1.1 releases), built from the host's own `comfy.cldm.cldm.ControlNet` class, whose
+  residuals fit the tiny base UNet and extender (`write_tiny_controlnet`).
 
 Every output of such weights is noise. The file names are the ones the workflows reference
 (`WEIGHT_FILES`). Must run with the host importable (sys.path has the ComfyUI folder).
@@ -15,6 +18,7 @@ Every output of such weights is noise. The file names are the ones the workflows
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -32,6 +36,7 @@ WEIGHT_FILES = {
     "base_unet3d": "streamingt2v/modelscope_t2v_unet.safetensors",
     "extender": "streamingt2v/streaming_t2v.safetensors",
     "refiner_unet": "streamingt2v/ms_vid2vid_xl.safetensors",
+    "controlnet": "controlnet/control_v11p_sd21_canny.safetensors",
 }
 DEMO_MARKER = "streamingt2v_random_demo_weights"
 
@@ -97,6 +102,56 @@ def host_clip_vision_h_shapes() -> dict[str, torch.Size]:
     return _meta_state_shapes(lambda: CLIPVisionModelProjection(config, torch.float32, "meta", comfy.ops.manual_cast))
 
 
+def tiny_controlnet_kwargs(unet_config, context_dim: int = 1024, adm_in_channels: int | None = None,
+                           levels: int | None = None) -> dict:
+    """Constructor arguments of the host's ``comfy.cldm.cldm.ControlNet`` whose residuals fit ``unet_config``
+    (a ``UNet3DConfig``): one zero conv per skip connection with its channels, a mid of the last level's width.
+
+    The SD 2.x layout: a spatial transformer after every res block but on the last level, one in the mid block,
+    1024-wide context, linear proj_in/out. The host builds ControlNets with 32-group GroupNorms and 64-wide heads,
+    so widths must be multiples of 32, and levels narrower than one 64-wide head get no transformer.
+    ``context_dim``/``adm_in_channels``/``levels`` make ControlNets of other families for refusal tests (SD 1.x:
+    768; SDXL: 2048, adm 2816, 3 levels).
+    """
+    import comfy.ops
+
+    channels = list(unet_config.block_out_channels)[: levels or None]
+    c0 = channels[0]
+    if any(c % 32 for c in channels) or any(c % c0 for c in channels):
+        raise ValueError(f"unet_config: the host's ControlNet needs widths that are multiples of 32 and of the first "
+                         f"level's; got {channels}")
+    if adm_in_channels is None:  # SD 1.x/2.x: transformers on every level but the last
+        depth = [1 if (c % 64 == 0 and level < len(channels) - 1) else 0 for level, c in enumerate(channels)]
+    else:  # SDXL: on every level but the first
+        depth = [1 if (c % 64 == 0 and level > 0) else 0 for level, c in enumerate(channels)]
+    kwargs = dict(
+        image_size=32, in_channels=unet_config.in_channels, model_channels=c0, hint_channels=3,
+        num_res_blocks=[unet_config.layers_per_block] * len(channels), channel_mult=[c // c0 for c in channels],
+        transformer_depth=[d for d in depth for _ in range(unet_config.layers_per_block)],
+        transformer_depth_middle=1 if channels[-1] % 64 == 0 else -1, context_dim=context_dim,
+        use_linear_in_transformer=True, num_head_channels=64, num_heads=-1, use_spatial_transformer=True,
+        legacy=False, dtype=torch.float32, device="meta", operations=comfy.ops.disable_weight_init,
+    )
+    if adm_in_channels is not None:
+        kwargs.update(num_classes="sequential", adm_in_channels=adm_in_channels)
+    return kwargs
+
+
+def write_tiny_controlnet(path: Path, unet_config=None, *, context_dim: int = 1024, adm_in_channels: int | None = None,
+                          levels: int | None = None, seed: int = 0, dtype: torch.dtype = torch.float32) -> Path:
+    """A random ControlNet in the host's file format (``control_model.`` keys, safetensors) that the host's
+    ``ControlNetLoader`` detects and loads; by default an SD 2.x-layout one fitting the demo UNets."""
+    from comfy.cldm.cldm import ControlNet
+
+    unet_config = unet_config if unet_config is not None else demo_unet_config()
+    kwargs = tiny_controlnet_kwargs(unet_config, context_dim, adm_in_channels, levels)
+    shapes = {f"control_model.{k}": v for k, v in _meta_state_shapes(lambda: ControlNet(**kwargs)).items()}
+    path = Path(path)
+    _write(path, _random_fill(shapes, seed, dtype),
+           f"tiny ControlNet (SD 2.x layout, widths {list(unet_config.block_out_channels)}, context {context_dim})")
+    return path
+
+
 def _write(path: Path, tensors: dict[str, torch.Tensor], what: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".partial")
@@ -136,8 +191,46 @@ def write_host_encoders(models_dir: Path, seed: int = 0, dtype: torch.dtype = to
     return written
 
 
+def demo_unet_config():
+    """The UNet3D of the demo base UNet and extender: the tiny preset with 32-wide first levels and 32 norm groups.
+
+    32 is the narrowest width a ControlNet built by the host can have (its ResBlocks use 32-group GroupNorms), and
+    a ControlNet's residuals must have the UNet's skip widths: so the ControlNet workflow runs on demo weights too.
+    The groups are what the loader infers from shapes for a file without config (the diffusers-layout base UNet).
+    """
+    from streamingt2v_core.models.config import UNet3DConfig
+
+    return dataclasses.replace(UNet3DConfig.tiny(), block_out_channels=(32, 32, 64, 64), norm_num_groups=32)
+
+
+def demo_pack_config(kind: str):
+    """The core config each demo UNet is written with (the refiner keeps the tiny preset)."""
+    from streamingt2v_core.models.config import ExtenderConfig, RefinerUNetConfig
+
+    if kind == "base_unet3d":
+        return demo_unet_config()
+    if kind == "extender":
+        unet = demo_unet_config()
+        return dataclasses.replace(ExtenderConfig.tiny(), unet=unet, merger_head_dim=unet.attention_head_dim)
+    return RefinerUNetConfig.tiny()
+
+
+def _first_width(path: Path, kind: str) -> int | None:
+    """Width of the first level of a safetensors UNet file (None if unreadable)."""
+    try:
+        from safetensors import safe_open
+
+        key = "base_model.conv_in.weight" if kind == "extender" else "conv_in.weight"
+        with safe_open(str(path), "pt") as f:
+            return int(f.get_slice(key).get_shape()[0]) if key in f.keys() else None
+    except Exception:
+        return None
+
+
 def write_pack_models(models_dir: Path, seed: int = 0) -> dict[str, Path]:
-    """Write tiny random weights of our three UNets in their real checkpoint layouts."""
+    """Write tiny random weights of our three UNets in their real checkpoint layouts (see :func:`demo_pack_config`).
+
+    A tiny file from an older demo with other widths is written again; a real file is never touched."""
     from streamingt2v_core.models.tiny_checkpoints import write_tiny_checkpoint
 
     models_dir = Path(models_dir)
@@ -148,11 +241,24 @@ def write_pack_models(models_dir: Path, seed: int = 0) -> dict[str, Path]:
         if path.exists() and not _is_demo_file(path) and not _is_tiny_pack_file(path):
             written[kind] = path
             continue
+        config = demo_pack_config(kind)
+        width = config.unet.block_out_channels[0] if kind == "extender" else config.block_out_channels[0]
+        if path.exists() and kind != "refiner_unet" and _first_width(path, kind) != width:
+            path.unlink()  # an older demo's tiny UNet: the ControlNet demo needs the current widths
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_tiny_checkpoint(path, kind, layout, seed=seed)
+            write_tiny_checkpoint(path, kind, layout, seed=seed, config=config)
         written[kind] = path
     return written
+
+
+def write_controlnet_demo(models_dir: Path, seed: int = 0) -> dict[str, Path]:
+    """The tiny SD 2.x-layout ControlNet the ControlNet workflow loads (a real file is never touched)."""
+    path = Path(models_dir) / WEIGHT_FILES["controlnet"]
+    if not path.exists() or _is_demo_file(path):
+        if not path.exists():
+            write_tiny_controlnet(path, seed=seed + 11)
+    return {"controlnet": path}
 
 
 def _is_tiny_pack_file(path: Path) -> bool:
@@ -162,6 +268,7 @@ def _is_tiny_pack_file(path: Path) -> bool:
 def write_all(models_dir: Path, seed: int = 0) -> dict[str, Path]:
     out = write_host_encoders(models_dir, seed=seed)
     out.update(write_pack_models(models_dir, seed=seed))
+    out.update(write_controlnet_demo(models_dir, seed=seed))
     return out
 
 
