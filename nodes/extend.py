@@ -46,6 +46,7 @@ from streamingt2v_core.sampling.plans import extension_plan
 from streamingt2v_core.video import frames_to_uint8, resize_frames
 
 from .comfy_model import KIND_EXTENDER, extender_config, require_model_kind, set_extender_conditioning
+from .controlnet import ChunkControls, check_conditioning_controls, with_controls_of
 from .extend_digests import digest, model_fingerprint, run_identity
 from .extend_run import CHUNK_FRAMES, COND_FRAMES, ExtensionJob, ExtensionResult, ExtensionRun
 from .initial_chunk import VAE_SCALE, decode_video_latent, sample_video_latent
@@ -201,6 +202,7 @@ def run_extension(
     chunk_prompts: list[str | None] | None = None,
     prompt: str | None = None,
     keep_frames: int | None = None,
+    controls: ChunkControls | None = None,
 ) -> tuple[torch.Tensor, dict[str, int]]:
     """Extend ``first_chunk`` (``[F0, H, W, 3]`` float, working size) to ``total_frames`` frames.
 
@@ -216,20 +218,20 @@ def run_extension(
                                   total_frames, seed, steps, cfg, sampler_name, scheduler,
                                   chunk_positives=chunk_positives, cache=cache, run=run, chunk_seeds=chunk_seeds,
                                   regenerate_from=regenerate_from, chunk_prompts=chunk_prompts, prompt=prompt,
-                                  keep_frames=keep_frames)
+                                  keep_frames=keep_frames, controls=controls)
     return result.frames, result.counters
 
 
 def run_extension_result(model, positive, negative, anchor_embeds, grey_embeds, vae, first_chunk, total_frames, seed,
                          steps, cfg, sampler_name, scheduler, *, chunk_positives=None, cache=None, run=None,
                          chunk_seeds=None, regenerate_from=0, chunk_prompts=None, prompt=None,
-                         keep_frames=None) -> ExtensionResult:
+                         keep_frames=None, controls=None) -> ExtensionResult:
     """:func:`run_extension` with the full :class:`~.extend_run.ExtensionResult` (per-chunk reports, notes)."""
     height, width = first_chunk.shape[1], first_chunk.shape[2]
     job = ExtensionJob(model=model, vae=vae, positive=positive, negative=negative, anchor_embeds=anchor_embeds,
                        grey_embeds=grey_embeds, steps=steps, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler,
                        width=width, height=height, chunk_positives=chunk_positives, chunk_prompts=chunk_prompts,
-                       prompt=prompt)
+                       prompt=prompt, controls=controls)
     extension = ExtensionRun(job, _sample_job_chunk, run=run, cache=cache, regenerate_from=regenerate_from,
                              chunk_seeds=chunk_seeds, keep_frames=keep_frames)
     return extension.execute(first_chunk, total_frames, seed)
@@ -237,7 +239,10 @@ def run_extension_result(model, positive, negative, anchor_embeds, grey_embeds, 
 
 def _sample_job_chunk(job: ExtensionJob, index: int, cond: torch.Tensor, seed: int, callback) -> torch.Tensor:
     # Looked up at call time, so tests and benchmarks can wrap _sample_chunk and decode_video_latent.
-    return _sample_chunk(job.model, job.positive_for(index), job.negative, job.anchor_embeds, job.grey_embeds,
+    positive, negative = job.positive_for(index), job.negative
+    if job.controls is not None:  # the ControlNet steers this chunk with the hint frames of its own 16 frames
+        positive, negative = job.controls.conditioning(index, positive, negative)
+    return _sample_chunk(job.model, positive, negative, job.anchor_embeds, job.grey_embeds,
                          job.vae, cond, job.latent_shape, seed, job.steps, job.cfg, job.sampler_name, job.scheduler,
                          callback)
 
@@ -405,6 +410,8 @@ class ExtendNode(io.ComfyNode):
         if config is not None and (config.num_frames != CHUNK_FRAMES or config.num_cond_frames != COND_FRAMES):
             raise ValueError(f"model: extender with {config.num_frames}-frame chunks and {config.num_cond_frames} "
                              f"conditioning frames is not supported (expected {CHUNK_FRAMES}/{COND_FRAMES})")
+        # A ControlNet our UNet cannot run is refused here, before any work (and it names positive/negative).
+        has_control = check_conditioning_controls(model, positive=positive, negative=negative)
         schedule = parse_prompt_schedule(prompt_schedule or "")
         if schedule and clip is None:
             raise ValueError("clip: prompt_schedule needs a CLIP to encode its prompts; connect the CLIPLoader")
@@ -465,7 +472,8 @@ class ExtendNode(io.ComfyNode):
 
         chunk_positives, chunk_prompts = None, None
         if schedule:
-            encoded = [encode_text(clip, p) for _, p in schedule]
+            # Scheduled prompts keep positive's ControlNet (the control video runs through the prompt changes).
+            encoded = [with_controls_of(positive, encode_text(clip, p)) for _, p in schedule]
             chunk_positives, chunk_prompts = [], []
             for spec in plan.chunks:
                 i = scheduled_prompt_index(schedule, spec.new_range[0])
@@ -473,12 +481,15 @@ class ExtendNode(io.ComfyNode):
                 chunk_prompts.append(text if i is None else schedule[i][1])
             notes.append("prompt schedule: " + "; ".join(f"{f}: {p}" for f, p in schedule))
 
+        controls = ChunkControls.for_plan(plan, CHUNK_FRAMES) if has_control else None
+        if controls is not None:
+            notes.append(controls.summary(chunk_positives or [positive], negative, total_frames))
         result = run_extension_result(
             model, positive, negative, anchor_embeds, grey_embeds, vae, first, total_frames, seed, steps, cfg,
             sampler_name, scheduler, chunk_positives=chunk_positives, cache=CHUNK_CACHE if whole else None, run=run,
             chunk_seeds=seeds,
             regenerate_from=regenerate_from, chunk_prompts=chunk_prompts, prompt=text,
-            keep_frames=None if whole else TAIL_FRAMES,
+            keep_frames=None if whole else TAIL_FRAMES, controls=controls,
         )
         info = _info_text(result, total_frames, width, height, n0, notes)
         reports = [r for r in result.reports if r.index > 0]

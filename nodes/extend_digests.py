@@ -28,6 +28,7 @@ __all__ = [
     "model_fingerprint",
     "vae_fingerprint",
     "conditioning_digest",
+    "weights_fingerprint",
     "digest",
     "run_identity",
     "first_chunk_digest",
@@ -81,10 +82,35 @@ def digest(*parts: Any) -> str:
     return h.hexdigest()
 
 
+#: CONDITIONING keys left out of :func:`conditioning_digest`: a ControlNet is digested per chunk, by the frames it
+#: steers in that chunk (``chunk_settings`` -> ``control``), not by the object's identity.
+_PER_CHUNK_KEYS = ("control", "control_apply_to_uncond")
+
+
 def conditioning_digest(conditioning: list) -> str:
     h = hashlib.sha256()
-    _update_value(h, [[c[0], c[1]] for c in conditioning])
+    _update_value(h, [[c[0], {k: v for k, v in c[1].items() if k not in _PER_CHUNK_KEYS}] for c in conditioning])
     return h.hexdigest()
+
+
+def weights_fingerprint(module: Any) -> str:
+    """Identity of a module's weights (names, shapes, dtypes and a strided sample of the values); '' for None.
+    Remembered per module object, so a ControlNet of a gigabyte is sampled once."""
+    if module is None:
+        return ""
+    cached = getattr(module, "_streamingt2v_fingerprint", None)
+    if cached is not None:
+        return cached
+    h = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        h.update(name.encode())
+        _update_tensor(h, tensor, sample=True)
+    value = h.hexdigest()
+    try:
+        module._streamingt2v_fingerprint = value
+    except AttributeError:
+        pass
+    return value
 
 
 def model_fingerprint(model: Any) -> str:
@@ -170,7 +196,7 @@ def chunk_settings(job: Any, index: int) -> ChunkSettings:
     Add anything new a chunk depends on here: to ``readable`` if the web readout can see it on the node (widget
     values), else to ``hidden``.
     """
-    return ChunkSettings(
+    settings = ChunkSettings(
         readable={
             "steps": int(job.steps),
             "cfg": float(job.cfg),
@@ -185,6 +211,12 @@ def chunk_settings(job: Any, index: int) -> ChunkSettings:
             "positive": job.positive_digest(index),
         },
     )
+    controls = getattr(job, "controls", None)
+    if controls is not None:
+        # The ControlNets and the hint frames of this chunk's own 16-frame range (nodes/controlnet.py): changing
+        # chunk k's control frames re-samples chunk k (and, through the conditioning frames, the chunks after it).
+        settings.hidden["control"] = digest(controls.digest_parts(index, job.positive_for(index), job.negative))
+    return settings
 
 
 def chunk_digest(settings: ChunkSettings, seed: int, cond_u8: torch.Tensor) -> str:
