@@ -115,6 +115,18 @@ class StepRecord:
     predictions: list[list[torch.Tensor] | None]  # per cond: one x0 per window
 
 
+def _check_concat_frames(concat, x_in: torch.Tensor, dim: int) -> None:
+    """A latent concatenated to the model input (``c_concat``: image-to-video latents, Wan Fun-Control's control
+    video) must have the video's frame count to be cut per window; say so instead of a shape error deep in the
+    model."""
+    if isinstance(concat, torch.Tensor) and concat.ndim == x_in.ndim and concat.size(dim) != x_in.size(dim):
+        raise ValueError(
+            f"positive/negative: the per-frame latent concatenated to the model input (c_concat, e.g. the control "
+            f"video of WanFunControlToVideo) has {concat.size(dim)} latent frames, the video being sampled has "
+            f"{x_in.size(dim)}; make the control video exactly as long as the video (for Wan: the node's length = "
+            f"the video's frame count)")
+
+
 class RandomizedBlendContextHandler(cw.IndexListContextHandler):
     """Host context handler: refiner chunk plan + x0 fuse with randomized/linear/none blending.
 
@@ -217,6 +229,8 @@ class RandomizedBlendContextHandler(cw.IndexListContextHandler):
                             sub[k] = cut(v)
                         elif is_per_frame(getattr(v, "cond", None)):
                             sub[k] = v._copy_with(cut(v.cond))
+                        elif k == "c_concat":
+                            _check_concat_frames(getattr(v, "cond", v), x_in, self.dim)
                     new[key] = sub
             resized.append(new)
         return resized
