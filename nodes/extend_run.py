@@ -28,6 +28,7 @@ import comfy.utils
 
 from streamingt2v_core.runs import ChunkCache, ChunkCorruptError, ChunkFailedError, ChunkRecord, ChunkWriteError, Run
 from streamingt2v_core.runs.errors import RunStoreError
+from streamingt2v_core.runs.memory import release_free_memory
 from streamingt2v_core.sampling.extension import extend_chunks, last_frames
 from streamingt2v_core.sampling.plans import ExtensionPlan, extension_plan
 from streamingt2v_core.video import frames_to_uint8, uint8_to_frames
@@ -291,6 +292,7 @@ class ExtensionRun:
             if self.cache is not None:
                 self.cache.put(self.scope, key, frames)
         self._files.append(record.file if record is not None and self._store_ok else None)
+        release_free_memory()  # RSS stays at what is alive: the chunks so far plus a constant
         self.chunk_finished(ChunkReport(index, spec.new_range, seed, source, record.file if record else None,
                                         seconds, job.prompt_for(index)), frames)
         # The new frames as they are (uint8): the core loop keeps this very tensor, shared with the cache.

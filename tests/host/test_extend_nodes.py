@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import importlib
 import math
+import uuid
 
 import pytest
 import torch
@@ -107,6 +108,8 @@ def test_text_to_long_video_workflow_gives_the_planned_frames(object_info, host_
     for node_id in (initial, extend):
         api[node_id]["inputs"].update(width=SIZE, height=SIZE, steps=2)
     api[extend]["inputs"]["total_frames"] = 29  # 16 + 8 + a last chunk trimmed to 5 frames
+    # A run folder of its own: other tests (the demo, the workflows) may have stored the same first chunk's run.
+    api[extend]["inputs"]["run_name"] = f"workflow-test-{uuid.uuid4().hex[:8]}"
     outputs = run_prompt(api)
     first = outputs[initial][0]
     video = outputs[extend][0]

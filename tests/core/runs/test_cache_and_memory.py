@@ -1,10 +1,13 @@
 """The in-memory fast path and the RAM estimates."""
 from __future__ import annotations
 
+import sys
+
 import torch
 
 from streamingt2v_core.runs import ChunkCache
-from streamingt2v_core.runs.memory import available_ram_bytes, fits_in_ram, float_video_bytes, format_bytes
+from streamingt2v_core.runs.memory import (available_ram_bytes, fits_in_ram, float_video_bytes, format_bytes,
+                                           release_free_memory)
 
 
 def test_cache_is_an_lru_bounded_by_bytes_and_scoped_by_run():
@@ -23,3 +26,7 @@ def test_float_video_estimate_and_fit():
     assert fits_in_ram(10**15, available=0)  # unknown: not refused
     assert available_ram_bytes() > 0
     assert format_bytes(1536) == "1.5 KiB" and format_bytes(3 * 2**30) == "3.0 GiB"
+
+
+def test_free_heap_pages_go_back_to_the_os_on_linux():
+    assert release_free_memory() is sys.platform.startswith("linux")
