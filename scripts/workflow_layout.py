@@ -32,7 +32,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 # LiteGraph's constants in the frontend the host ships (comfyui_frontend_package 1.32.9):
 TITLE_HEIGHT = 30  # LiteGraph.NODE_TITLE_HEIGHT
@@ -389,7 +389,3 @@ def _fmt(box: Box) -> str:
 def describe(geo: Geometry, canvas: tuple[float, float] = FIT_CANVAS) -> str:
     b = geo.bounds()
     return f"bounds {b.w:.0f}x{b.h:.0f}, fit zoom {fit_zoom(geo, canvas):.3f} (low detail below {LOW_DETAIL_ZOOM:.3f})"
-
-
-def all_problems(paths: Iterable[Path], object_info: dict[str, dict] | None = None) -> dict[str, list[str]]:
-    return {Path(p).name: layout_problems(geometry_from_workflow(p, object_info)) for p in paths}
