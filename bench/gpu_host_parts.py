@@ -88,12 +88,13 @@ BENCH_KIND = {"extender": "extender", "base_unet3d": "base", "refiner_unet": "re
 _BALLAST: list[torch.Tensor] = []
 
 
-def our_model(package, kind: str, ctx: Ctx, dtype: torch.dtype):
-    """A host MODEL of one of our UNets, published config (tiny in the dry run), random weights, built on the CPU
-    (the host's offload device) so the host's model management moves it."""
+def our_model(package, kind: str, ctx: Ctx, dtype: torch.dtype, build_on_device: bool = True):
+    """A host MODEL of one of our UNets, published config (tiny in the dry run), random weights. Built on the GPU
+    (fast random init) unless ``build_on_device`` is False (under a memory cap); wrapping puts it on the host's offload
+    device, from where the host's model management loads it."""
     from bench.gpu_parts import build, config_for
 
-    net = build(BENCH_KIND[kind], ctx.dry, torch.device("cpu"), dtype)
+    net = build(BENCH_KIND[kind], ctx.dry, ctx.device if build_on_device else torch.device("cpu"), dtype)
     return package.comfy_model.wrap_core_model(net, kind, config_for(BENCH_KIND[kind], ctx.dry))
 
 
@@ -208,6 +209,11 @@ def part_extend(ctx: Ctx) -> dict:
         sampling = per_step * steps if per_step else None
         rows.append(dict(run=run, chunk_s=total, per_step_s=per_step, sampling_s=sampling,
                          other_s=None if sampling is None else total - sampling, peak_gib=peak_gib(ctx)))
+        _extend_table(ctx, rows, steps, size, anchor_s, dtype)
+    return ctx.data
+
+
+def _extend_table(ctx: Ctx, rows: list[dict], steps: int, size: int, anchor_s: float, dtype: torch.dtype) -> None:
     timed = rows[-1]
     ctx.save(rows=rows, steps=steps, size=size, anchor_s=anchor_s, chunk_s=timed["chunk_s"],
              per_step_s=timed["per_step_s"], peak_gib=timed["peak_gib"])
@@ -219,7 +225,6 @@ def part_extend(ctx: Ctx) -> dict:
         lines.append(f"| {r['run']} | {r['chunk_s']:.2f} | {_f(r['sampling_s'])} | {_f(r['per_step_s'], '.3f')} | "
                      f"{_f(r['other_s'])} | {_f(r['peak_gib'])} |")
     ctx.table("\n".join(lines) + "\n")
-    return ctx.data
 
 
 def _f(value: Any, spec: str = ".2f") -> str:
@@ -299,15 +304,19 @@ def part_refine(ctx: Ctx) -> dict:
             step = (time.perf_counter() - start) / batch_steps
         rows.append(dict(windows_per_call=per_call, step_s=step, window_step_s=step / 4, peak_gib=peak_gib(ctx)))
         ctx.save(batching=dict(latent=[latent_frames, h, w], rows=rows))
+        _batching_table(ctx, lines, rows, chunk, latent_frames, h, w, batch_steps)
+    return ctx.data
+
+
+def _batching_table(ctx, lines, rows, chunk, latent_frames, h, w, batch_steps) -> None:
     base = rows[0]["step_s"]
-    lines += ["", f"Several windows per model call: 4 windows of {chunk} latent frames ({latent_frames} frames, latents "
+    lines = lines + ["", f"Several windows per model call: 4 windows of {chunk} latent frames ({latent_frames} frames, latents "
               f"{h}x{w}), one solver step (CFG) through the host sampler, {batch_steps} timed"
               f"{'' if ctx.dry else ' after one warm-up'}.\n",
               "| windows per call | s per step | s per window | speed-up | peak GiB |", "|---|---|---|---|---|"]
     lines += [f"| {r['windows_per_call']} | {r['step_s']:.3f} | {r['window_step_s']:.3f} | {base / r['step_s']:.2f}x | "
               f"{_f(r['peak_gib'])} |" for r in rows]
     ctx.table("\n".join(lines) + "\n")
-    return ctx.data
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -341,16 +350,16 @@ def part_pipeline(ctx: Ctx) -> dict:
 
     vae = stage("load VAE", lambda: host_vae(ctx))
     vision = stage("load CLIP ViT-H", lambda: clip_vision(ctx))
-    base = stage("build base UNet3D", lambda: our_model(package, "base_unet3d", ctx, dtype))
+    base = stage("build base UNet3D", lambda: our_model(package, "base_unet3d", ctx, dtype, False))
     first = stage("Initial Chunk", lambda: package.initial_chunk.InitialChunkNode.execute(
         model=base, positive=positive, negative=negative, vae=vae, width=size, height=size, frames=16, seed=0,
         steps=steps, cfg=9.0, sampler_name="dpmpp_2m", scheduler="normal").result[0])
-    extender = stage("build extender", lambda: our_model(package, "extender", ctx, dtype))
+    extender = stage("build extender", lambda: our_model(package, "extender", ctx, dtype, False))
     video = stage("Extend (1 chunk)", lambda: package.extend.ExtendNode.execute(
         model=extender, positive=positive, negative=negative, clip_vision=vision, vae=vae, first_chunk=first,
         total_frames=24, seed=0, steps=steps, cfg=7.5, sampler_name="ddpm", scheduler="ddim_uniform", width=size,
         height=size, disk_cache=False).result[0])
-    refiner = stage("build refiner", lambda: our_model(package, "refiner_unet", ctx, dtype))
+    refiner = stage("build refiner", lambda: our_model(package, "refiner_unet", ctx, dtype, False))
     stage("Refine (24 frames)", lambda: package.refine.Refine.execute(
         images=video, model=refiner, vae=vae, positive=positive, negative=negative, width=width, height=height,
         resize_mode="pad", upscale_method="bilinear", chunk=24 if not ctx.dry else 8, overlap=8 if not ctx.dry else 2,

@@ -98,11 +98,17 @@ def config_for(kind: str, dry: bool) -> Any:
 
 
 def build(kind: str, dry: bool, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-    """A model with random weights on ``device`` (initialised there: no host-to-device copy of 2 B parameters)."""
+    """A model with random weights, created on ``device`` in ``dtype`` (no fp32 copy of 2 B parameters, no
+    host-to-device transfer)."""
     torch.manual_seed(0)
     config = config_for(kind, dry)
-    with torch.device(device):
-        model = StreamingT2VExtender(config) if kind == "extender" else UNet3D(config)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = StreamingT2VExtender(config) if kind == "extender" else UNet3D(config)
+    finally:
+        torch.set_default_dtype(previous)
     return model.to(dtype).eval()
 
 
