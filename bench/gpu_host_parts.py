@@ -289,7 +289,7 @@ def part_refine(ctx: Ctx) -> dict:
     rows = []
     for per_call in (1, 2, 4):
         with torch.inference_mode():
-            if not ctx.dry:  # warm-up: kernel selection for this batch size
+            if per_call == 1 or not ctx.dry:  # warm-up (kernel selection for this batch size; first-call costs)
                 refine.refine_latent(model, latent, positive, negative, seed=0, steps=1, cfg=7.5, denoise=0.6,
                                      sampler_name="dpmpp_2m_sde", scheduler=refine.TRAILING_SCHEDULER, chunk=chunk,
                                      overlap=overlap, blend_mode="randomized", guidance_rescale=0.2,
@@ -311,8 +311,8 @@ def part_refine(ctx: Ctx) -> dict:
 def _batching_table(ctx, lines, rows, chunk, latent_frames, h, w, batch_steps) -> None:
     base = rows[0]["step_s"]
     lines = lines + ["", f"Several windows per model call: 4 windows of {chunk} latent frames ({latent_frames} frames, latents "
-              f"{h}x{w}), one solver step (CFG) through the host sampler, {batch_steps} timed"
-              f"{'' if ctx.dry else ' after one warm-up'}.\n",
+              f"{h}x{w}), one solver step (CFG) through the host sampler, {batch_steps} timed after one warm-up"
+              f"{' (of the first row only)' if ctx.dry else ''}.\n",
               "| windows per call | s per step | s per window | speed-up | peak GiB |", "|---|---|---|---|---|"]
     lines += [f"| {r['windows_per_call']} | {r['step_s']:.3f} | {r['window_step_s']:.3f} | {base / r['step_s']:.2f}x | "
               f"{_f(r['peak_gib'])} |" for r in rows]
