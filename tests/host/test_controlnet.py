@@ -270,3 +270,16 @@ def test_control_lora_and_a_chained_misfit_are_refused(comfy_host, base, control
     pos, neg = apply(comfy_host, pos, neg, load_controlnet(comfy_host, weights["sd15"]), control_video(16))
     with pytest.raises(ValueError, match="^positive: ControlNet 2 of the 2 chained applied to it is an SD 1.x"):
         sample_first_chunk(comfy_host, base, pos, neg, steps=1)
+
+
+def test_the_old_apply_controlnet_node_works_too(comfy_host, base, controlnet):
+    """The host's plain 'Apply ControlNet (OLD)' sets the ControlNet on positive only and asks the sampler to copy
+    it to the negative; both halves are steered, by the same per-frame adapter."""
+    positive, negative = text_cond(0), text_cond(1)
+    plain = sample_first_chunk(comfy_host, base, positive, negative, steps=1)
+    pos = comfy_host.nodes.ControlNetApply().apply_controlnet(positive, controlnet, control_video(16), 1.0)[0]
+    assert "control" not in negative[0][1]
+    with ControlNetCalls(controlnet) as calls:
+        out = sample_first_chunk(comfy_host, base, pos, negative, steps=1)
+    assert frame_index_of(calls.hints[0]) == list(range(16)) * 2  # cond and uncond
+    assert not torch.allclose(out, plain, atol=1e-4)
