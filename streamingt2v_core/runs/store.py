@@ -233,14 +233,16 @@ class RunStore:
         """A folder with files but no manifest is not a run of ours: refuse, touching nothing."""
         if not os.path.isdir(folder) or os.path.isfile(os.path.join(folder, MANIFEST_NAME)):
             return
-        entries = sorted(e for e in os.listdir(folder) if e != LOCK_NAME)
+        # Ours even without a manifest yet: the lock, another process's manifest being written (its temp file)
+        # and an empty chunks/ folder (a creator that is half-way, or stopped before its manifest).
+        entries = sorted(e for e in os.listdir(folder)
+                         if e != LOCK_NAME and not (e.startswith(f".{MANIFEST_NAME}.") and e.endswith(".tmp")))
         chunks = os.path.join(folder, CHUNKS_DIR)
-        if entries == [CHUNKS_DIR] and os.path.isdir(chunks) and not os.listdir(chunks):
-            return  # our own folder, created by a process that stopped before its manifest
-        if entries:
-            raise RunFolderError(name, f"run_name: the folder {folder} holds files ({', '.join(entries[:5])}) but no "
-                                       f"manifest.json, so it is not a StreamingT2V run; it was left as it is: "
-                                       f"choose another run_name")
+        if not entries or (entries == [CHUNKS_DIR] and os.path.isdir(chunks) and not os.listdir(chunks)):
+            return
+        raise RunFolderError(name, f"run_name: the folder {folder} holds files ({', '.join(entries[:5])}) but no "
+                                   f"manifest.json, so it is not a StreamingT2V run; it was left as it is: "
+                                   f"choose another run_name")
 
 
 def _conflict_message(name: str, m: Manifest, base: dict[str, Any]) -> str:

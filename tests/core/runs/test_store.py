@@ -143,6 +143,14 @@ def test_a_foreign_folder_is_refused_and_left_untouched(tmp_path):
     assert snapshot(folder) == before and sorted(os.listdir(folder)) == ["notes.txt"]
 
 
+def test_a_run_another_process_is_creating_is_not_taken_for_a_foreign_folder(tmp_path):
+    folder = tmp_path / "run-a"
+    (folder / "chunks").mkdir(parents=True)
+    (folder / ".lock").write_bytes(b"")
+    (folder / ".manifest.json.4242-1-1.tmp").write_bytes(b"{half")  # its manifest, being written
+    assert new_run(tmp_path).manifest().identity == IDENTITY
+
+
 @pytest.mark.parametrize("manifest,words", [
     ({"format": "something-else", "version": 1}, "not a StreamingT2V run manifest"),
     ({"format": FORMAT, "version": 0}, "older version"),
