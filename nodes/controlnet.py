@@ -121,6 +121,8 @@ def _refusal(link: Any, unet_config: Any) -> str | None:
     if getattr(link, "streamingt2v_per_frame", False):
         return None
     if isinstance(link, comfy.controlnet.T2IAdapter):
+        if "cascade" in type(getattr(link, "t2i_model", None)).__module__:
+            return "is a Stable Cascade ControlNet (it steers Stable Cascade's stage C, not an SD UNet)"
         return ("is a T2I-Adapter: it adds its features inside the down path of an SD UNet ('input' residuals), "
                 "which the ModelScope UNet3D does not take")
     if isinstance(link, comfy.controlnet.ControlLora):

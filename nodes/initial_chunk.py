@@ -23,6 +23,7 @@ from comfy_api.latest import io
 
 from .comfy_model import KIND_BASE_UNET3D, require_model_kind
 from .controlnet import check_conditioning_controls
+from .validation import check_conditioning, check_decoded_frames, check_sampled_latent, check_vae, sampler_watch
 
 __all__ = ["sample_video_latent", "decode_video_latent", "step_callback", "InitialChunkNode", "NODES"]
 
@@ -31,10 +32,20 @@ VAE_SCALE = 8
 
 
 def step_callback(model: Any, pbar: comfy.utils.ProgressBar, offset: int, total: int) -> Callable:
-    """A sampler callback advancing ``pbar`` to ``offset + step + 1`` of ``total`` with a preview of frame 0."""
+    """A sampler callback advancing ``pbar`` to ``offset + step + 1`` of ``total`` with a preview of frame 0.
+
+    Every step's prediction and state are checked for NaN/inf first (:func:`.validation.sampler_watch`, a float32
+    sum of a tiny latent): a model whose output goes non-finite stops at that step with an error naming ``model``
+    and the step, instead of sampling on and returning a NaN chunk.
+    """
     previewer = latent_preview.get_previewer(model.load_device, model.model.latent_format)
+    watches: dict[int, Any] = {}
 
     def callback(step: int, x0: torch.Tensor, x: torch.Tensor, total_steps: int) -> None:
+        watch = watches.get(total_steps)
+        if watch is None:
+            watch = watches[total_steps] = sampler_watch(model, total_steps)
+        watch(step, x0, x)
         preview = None
         if previewer is not None:
             preview = previewer.decode_latent_to_preview_image("JPEG", x0)
@@ -70,11 +81,17 @@ def sample_video_latent(
 
 
 def decode_video_latent(vae: Any, latent: torch.Tensor) -> torch.Tensor:
-    """Decode ``[1, 4, T, h, w]`` with the SD VAE frame by frame (batched by the host): IMAGE ``[T, H, W, 3]``."""
+    """Decode ``[1, 4, T, h, w]`` with the SD VAE frame by frame (batched by the host): IMAGE ``[T, H, W, 3]``.
+
+    NaN/inf in the decoded frames raises :class:`~streamingt2v_core.checks.NonFiniteError` naming ``vae``.
+    """
+    check_sampled_latent(None, latent)  # the last step's result, which no sampler callback sees
     frames = latent[0].movedim(1, 0)  # [T, 4, h, w]
     images = vae.decode(frames)
     if images.ndim == 5:  # some VAEs return [B, T, H, W, C]
         images = images.reshape(-1, *images.shape[-3:])
+    # clamp keeps NaN: a VAE that overflowed must be named here, not passed on as a NaN chunk.
+    check_decoded_frames(images, f"a latent of {latent.shape[2]} frames")
     return images[..., :3].clamp(0.0, 1.0)
 
 
@@ -130,10 +147,15 @@ class InitialChunkNode(io.ComfyNode):
                 raise ValueError(f"{name}: must be a multiple of {VAE_SCALE}, got {value}")
         if frames < 1:
             raise ValueError(f"frames: must be >= 1, got {frames}")
+        # NaN in the text embeddings or the VAE's weights: refused now, not found in the frames after sampling.
+        check_conditioning(positive, "positive")
+        check_conditioning(negative, "negative")
+        check_vae(vae)
         shape = (1, LATENT_CHANNELS, frames, height // VAE_SCALE, width // VAE_SCALE)
         pbar = comfy.utils.ProgressBar(steps)
         latent = sample_video_latent(model, positive, negative, shape, seed, steps, cfg, sampler_name, scheduler,
                                      callback=step_callback(model, pbar, 0, steps))
+        check_sampled_latent(model, latent)
         images = decode_video_latent(vae, latent)
         return io.NodeOutput(images.to(comfy.model_management.intermediate_device()), {"samples": latent})
 

@@ -18,6 +18,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from .comfy_model import KIND_BASE_UNET3D, KIND_EXTENDER, KIND_LABELS, KIND_REFINER_UNET, wrap_core_model
+from .validation import check_model_weights
 
 __all__ = ["MODEL_FOLDER", "register_model_folder", "model_file_list", "resolve_model_file", "load_streamingt2v_model",
            "ModelLoaderNode", "NODES"]
@@ -156,6 +157,9 @@ class ModelLoaderNode(io.ComfyNode):
             model, loaded = load_streamingt2v_model(path, None if kind == "auto" else kind, _DTYPES[weight_dtype])
         except ValueError as err:
             raise ValueError(f"model_name: cannot load {model_name!r} as a StreamingT2V model: {err}") from err
+        # Once here, not on every call: NaN/inf weights (a damaged file, or values beyond fp16) would make every
+        # sample NaN. One float32 sum per tensor (bench/bench_finite_checks.py).
+        check_model_weights(model.model.diffusion_model, model_name, model.model_dtype())
         skipped = ", ".join(f"{k} ({v} tensors)" for k, v in (loaded.skipped_parts or {}).items()) or "none"
         info = (f"{KIND_LABELS.get(loaded.kind, loaded.kind)}\nformat: {loaded.format}\n"
                 f"dtype: {model.model_dtype()}\nskipped parts: {skipped}")

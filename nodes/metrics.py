@@ -35,6 +35,8 @@ from streamingt2v_core.metrics.mawe import DEFAULT_COEFF, DEFAULT_SIZE, load_raf
 from streamingt2v_core.metrics.plot import PLAN_CHOICES, chunk_marks, plot_series
 from streamingt2v_core.metrics.scuts import count_scene_cuts
 
+from .validation import check_image_batch
+
 RAFT_FOLDER = "raft"
 CLIP_FOLDER = "streamingt2v_metrics"
 HOST_CLIP_FOLDER = "text_encoders"  # the host maps the legacy "clip" folder name onto this one
@@ -226,7 +228,10 @@ class SCutsNode(io.ComfyNode):
 
     @classmethod
     def execute(cls, images: torch.Tensor, fps: float, chunk_plan: str, filename_prefix: str) -> io.NodeOutput:
+        check_image_batch(images, "images", consequence="SCuts compares the colours of consecutive frames and "
+                          "cannot compare NaN pixels, so it measures nothing; drop or replace those frames")
         result = count_scene_cuts(images, fps=fps)
+        _log_notes("SCuts", result.notes)
         num_frames = int(images.shape[0])
         marks = chunk_marks(chunk_plan, num_frames)
         plot = plot_series(result.content_val, title=f"SCuts = {result.num_cuts} (AdaptiveDetector content_val)",
@@ -236,7 +241,8 @@ class SCutsNode(io.ComfyNode):
         series = _series("SCuts", "content_val", [float(i) for i in range(num_frames)], result.content_val,
                          num_frames, result.cut_frames, scuts=result.num_cuts)
         cuts_text = ", ".join(str(c) for c in result.cut_frames)
-        summary = f"SCuts: {result.num_cuts}" + (f" (at frames {cuts_text})" if cuts_text else "") + f"\nreport: {path}"
+        summary = (f"SCuts: {result.num_cuts}" + (f" (at frames {cuts_text})" if cuts_text else "")
+                   + "".join(f"\nnote (images): {n}" for n in result.notes) + f"\nreport: {path}")
         plot_image = _plot_image(plot)
         return io.NodeOutput(result.num_cuts, cuts_text, series, plot_image, ui=_result_ui(cls, plot_image, summary))
 
@@ -291,13 +297,12 @@ class MAWENode(io.ComfyNode):
     @classmethod
     def execute(cls, images: torch.Tensor, flow_backend: str, raft_weights: str, coeff: float, size: int,
                 chunk_plan: str, filename_prefix: str) -> io.NodeOutput:
-        if images.shape[0] < 2:
-            raise ValueError(f"images: MAWE needs at least 2 frames (pairs of consecutive frames), got {images.shape[0]}")
+        check_image_batch(images, "images", min_frames=2, min_frames_reason="MAWE compares pairs of consecutive "
+                          "frames", consequence="optical flow and warp errors of NaN pixels are undefined, so MAWE "
+                          "measures nothing; drop or replace those frames")
         raft_path = cls._raft_path(flow_backend, raft_weights)
         device = _device()
-        raft_model = None
-        if raft_path is not None:
-            raft_model = _cached(_RAFT_CACHE, _file_key(raft_path), lambda: load_raft_large(raft_path, "cpu"))
+        raft_model, fallback = cls._load_raft(flow_backend, raft_path)
         backend = make_flow_backend("raft" if raft_model is not None else "dis", raft_model=raft_model,
                                     device=device if raft_model is not None else "cpu")
         try:
@@ -313,20 +318,45 @@ class MAWENode(io.ComfyNode):
         plot = plot_series(result.ratios, x=x, num_frames=num_frames, marks=marks,
                            title=f"MAWE = {result.mawe:.3g} (robust {result.mawe_robust:.3g}), {result.backend}{note}",
                            y_label="W_t / (c OF_t)", x_label="frame (pair t, t+1 at t + 0.5)")
+        flow_used = result.backend if fallback is None else f"{result.backend} (flow_backend auto fell back: {fallback})"
         report = {**result.to_report(), "num_frames": num_frames, "chunk_plan": chunk_plan,
-                  "raft_weights": os.path.basename(raft_path) if raft_path else None}
+                  "raft_weights": os.path.basename(raft_path) if raft_path else None, "flow_used": flow_used}
         path = _write_report(filename_prefix, report)
         series = _series("MAWE", "W_t / (c * OF_t)", x, result.ratios, num_frames,
                          warp_errors=result.warp_errors, motions=result.motions, backend=result.backend)
+        _log_notes("MAWE", result.notes)
         summary = (f"MAWE (official, mean of ratios): {result.mawe:.4g}\n"
                    f"MAWE (robust, ratio of means): {result.mawe_robust:.4g}\n"
-                   f"flow: {result.backend}" + ("" if result.comparable_to_paper else
-                                                " (NOT comparable to the paper's RAFT-large numbers)")
+                   f"flow: {flow_used}" + ("" if result.comparable_to_paper else
+                                           " (NOT comparable to the paper's RAFT-large numbers)")
                    + (f"\n{len(result.low_motion_pairs)} near-static pair(s)" if result.low_motion_pairs else "")
+                   + "".join(f"\nnote (images): {n}" for n in result.notes)
                    + f"\nreport: {path}")
         plot_image = _plot_image(plot)
-        return io.NodeOutput(result.mawe, result.mawe_robust, result.backend, series, plot_image,
+        return io.NodeOutput(result.mawe, result.mawe_robust, flow_used, series, plot_image,
                              ui=_result_ui(cls, plot_image, summary))
+
+    @staticmethod
+    def _load_raft(flow_backend: str, raft_path: str | None) -> tuple[torch.nn.Module | None, str | None]:
+        """RAFT-large from ``raft_path``, or ``(None, why)`` in ``auto`` mode when it cannot be used.
+
+        ``auto`` promises a number with the best flow available: a file that will not load (damaged, not
+        RAFT-large, refused by the safe loader) falls back to DIS and says so in ``flow_used`` and the log.
+        ``raft`` promises RAFT: the same file is an error naming ``raft_weights``.
+        """
+        if raft_path is None:
+            return None, _unusable_raft_files() if flow_backend == AUTO else None
+        name = os.path.basename(raft_path)
+        try:
+            return _cached(_RAFT_CACHE, _file_key(raft_path), lambda: load_raft_large(raft_path, "cpu")), None
+        except ValueError as err:
+            reason = _raft_reason(err, raft_path)
+            if flow_backend != AUTO:
+                raise ValueError(f"raft_weights: {name!r} cannot be used: {reason}; pick another file, or "
+                                 f"flow_backend 'dis'/'auto'") from None
+            why = f"raft_weights {name!r} could not be loaded ({reason})"
+            logging.warning("StreamingT2V MAWE: %s; using OpenCV DIS flow instead (not comparable to the paper)", why)
+            return None, why
 
     @staticmethod
     def _raft_path(flow_backend: str, raft_weights: str) -> str | None:
@@ -361,6 +391,31 @@ def _candidates(folder: str) -> list[tuple[str, str]]:
 def _raft_files() -> list[str]:
     """Files in models/raft that hold torchvision's RAFT-large state dict (names read cheaply)."""
     return weight_files.usable_files(_candidates(RAFT_FOLDER), weight_files.is_raft_large_state_dict)
+
+
+def _unusable_raft_files() -> str | None:
+    """In ``auto`` mode without a usable RAFT file: the files in models/raft that are not one (None if none)."""
+    names = [name for name, _ in _candidates(RAFT_FOLDER)]
+    if not names:
+        return None
+    shown = ", ".join(repr(n) for n in names[:3]) + (", ..." if len(names) > 3 else "")
+    why = f"models/raft holds no RAFT-large state dict ({shown} {'is' if len(names) == 1 else 'are'} not one)"
+    logging.warning("StreamingT2V MAWE: %s; using OpenCV DIS flow (not comparable to the paper)", why)
+    return why
+
+
+def _raft_reason(err: Exception, path: str) -> str:
+    """The loader's reason without its argument name and the full path (the node names the file itself)."""
+    text = str(err)
+    for prefix in ("weights_path: ",):
+        if text.startswith(prefix):
+            text = text[len(prefix):]
+    return text.replace(f"from {path!r}: ", "").replace(f"{path!r} ", "the file ")
+
+
+def _log_notes(metric: str, notes: list[str]) -> None:
+    for note in notes:
+        logging.info("StreamingT2V %s: %s", metric, note)
 
 
 def _clip_files() -> list[str]:
@@ -420,12 +475,19 @@ class CLIPScoreNode(io.ComfyNode):
                 filename_prefix: str) -> io.NodeOutput:
         if not prompt.strip():
             raise ValueError("prompt: the CLIP score needs the text the video was generated from; got an empty prompt")
+        check_image_batch(images, "images", consequence="CLIP would embed NaN pixels into NaN and the mean score "
+                          "would be NaN; drop or replace those frames")
         path = _clip_path(clip_checkpoint)
         bundle = _cached(_CLIP_CACHE, (*_file_key(path), architecture),
                          lambda: load_open_clip(path, architecture, device="cpu"))
         device = _device()
         try:
             result = clip_score(images, prompt, bundle, device=device, progress=_progress(int(images.shape[0])))
+        except ValueError as err:
+            text = str(err)
+            if text.startswith("model: "):  # the model's embeddings came out NaN: the checkpoint input's problem
+                raise ValueError(f"clip_checkpoint: {text[len('model: '):]}") from None
+            raise
         finally:
             bundle.model.to("cpu")
         num_frames = int(images.shape[0])

@@ -13,6 +13,9 @@ from streamingt2v_core.sampling.plans import extension_plan, refiner_plan
 
 def describe_plan(total_frames: int, fps: float, first_chunk: int, refine_chunk: int, refine_overlap: int) -> tuple[int, int, str]:
     """Return (extension chunks, refiner windows, a human-readable summary)."""
+    if not 0 <= refine_overlap < refine_chunk:
+        raise ValueError(f"refine_overlap: must be smaller than refine_chunk ({refine_chunk}) so each window moves the "
+                         f"plan on, got {refine_overlap}")
     ext = extension_plan(total_frames, first_chunk=first_chunk)
     windows = refiner_plan(total_frames, chunk=refine_chunk, overlap=refine_overlap) if total_frames >= refine_chunk else []
     lines = [

@@ -175,7 +175,8 @@ class LoadRunNode(io.ComfyNode):
             stored = store.open(name)
             m = stored.manifest()
         except RunFolderError as err:
-            raise ValueError(f"run_name: {err}") from None
+            # Name the input the name came from: the run input (a wire from Extend) wins over the dropdown.
+            raise ValueError(f"{'run' if (run or '').strip() else 'run_name'}: {err}") from None
         records = m.timeline_records()
         if not records:
             raise ValueError(f"run_name: run {name!r} holds no chunks yet; queue its StreamingT2V Extend")

@@ -340,7 +340,8 @@ def clip_score(
         progress: called with ``(frames_done, frames_total)``.
 
     Raises:
-        ValueError: empty prompt, bad frames, bad checkpoint.
+        ValueError: empty prompt, bad frames (NaN refused), bad checkpoint, or a model whose embeddings
+            come out NaN/inf (never a NaN score).
     """
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError("prompt must be a non-empty string (the text the video was made from)")
@@ -360,12 +361,21 @@ def clip_score(
 
     tokens = model.tokenizer([prompt]).to(run_device)
     text = net.encode_text(tokens, normalize=True).float()
+    # The frames are finite (to_uint8_frames refuses NaN): NaN here is the model's, and a NaN score must not pass.
+    broken = ("(broken weights, or an overflow in fp16: run it in fp32)")
+    if not bool(torch.isfinite(text).all()):
+        raise ValueError(f"model: {model.architecture} from {os.path.basename(model.checkpoint_path)!r} gave a NaN "
+                         f"or inf text embedding {broken}")
     per_frame: list[float] = []
     total = video.shape[0]
     for start in range(0, total, batch_size):
         images = torch.stack([model.preprocess(Image.fromarray(frame))
                               for frame in video[start:start + batch_size]])
         image = net.encode_image(images.to(run_device, dtype), normalize=True).float()
+        bad = [start + int(i) for i in torch.nonzero(~torch.isfinite(image).all(dim=1)).flatten()]
+        if bad:
+            raise ValueError(f"model: {model.architecture} from {os.path.basename(model.checkpoint_path)!r} gave NaN "
+                             f"or inf image embeddings for frames {bad[:8]} {broken}")
         per_frame += (100.0 * image @ text[0]).tolist()
         if progress is not None:
             progress(min(start + batch_size, total), total)

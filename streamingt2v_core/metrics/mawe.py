@@ -202,10 +202,17 @@ def load_raft_large(weights_path: str | os.PathLike, device: str | torch.device 
             f"(missing {len(missing)} keys, e.g. {missing[:3]}; unexpected {len(unexpected)}, "
             f"e.g. {unexpected[:3]})"
         )
+    expected = model.state_dict()
+    misfit = [k for k in expected if torch.is_tensor(state[k]) and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if misfit:
+        k = misfit[0]
+        raise ValueError(f"weights_path: {path!r} does not fit RAFT-large: {len(misfit)} tensors have other shapes "
+                         f"(e.g. {k}: {list(state[k].shape)} in the file, {list(expected[k].shape)} in RAFT-large)")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise ValueError(f"weights_path: {path!r} does not fit RAFT-large: {exc}") from exc
+        first = str(exc).strip().splitlines()[-1].strip()  # torch's last line is the specific one
+        raise ValueError(f"weights_path: {path!r} does not fit RAFT-large: {first}") from None
     return model.eval().to(device)
 
 
@@ -306,10 +313,11 @@ class MAWEResult:
     """Result of :func:`motion_aware_warp_error`.
 
     Attributes:
-        mawe: the official value, ``mean_t W_t / (c * OF_t)`` (mean of per-pair ratios;
-            inf/NaN when a pair has no motion at all).
+        mawe: the official value, ``mean_t W_t / (c * OF_t)`` (mean of per-pair ratios). A pair
+            without motion and without change counts 0 (the official code: NaN, so a static video
+            had a NaN MAWE); a pair that changes without motion is inf, as officially. Never NaN.
         mawe_robust: ``mean_t W_t / (c * mean_t OF_t)`` (ratio of means; our guard against
-            near-static pairs, not the paper's definition).
+            near-static pairs, not the paper's definition); 0 for a static video.
         warp_errors: ``W_t`` per pair (0..255 units, squared).
         motions: ``OF_t`` per pair (pixels at ``size`` x ``size``).
         ratios: ``W_t / (c * OF_t)`` per pair, the series the official value averages.
@@ -317,6 +325,8 @@ class MAWEResult:
         comparable_to_paper: True only for RAFT-large at 720x720 with c = 9.5.
         coeff, size: the c and the resize used.
         low_motion_pairs: pairs with ``OF_t`` below :data:`LOW_MOTION_PX`.
+        static_pairs: pairs with ``OF_t == 0`` exactly.
+        notes: what the numbers mean where pairs do not move (shown by the node, in the report).
     """
 
     mawe: float
@@ -329,6 +339,8 @@ class MAWEResult:
     coeff: float
     size: int
     low_motion_pairs: list[int] = field(default_factory=list)
+    static_pairs: list[int] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def to_report(self) -> dict[str, Any]:
         """A JSON-ready dict (inf/NaN become None)."""
@@ -347,6 +359,8 @@ class MAWEResult:
             "ratios": [_finite_or_none(v) for v in self.ratios],
             "low_motion_pairs": list(self.low_motion_pairs),
             "low_motion_threshold_px": LOW_MOTION_PX,
+            "static_pairs": list(self.static_pairs),
+            "notes": list(self.notes),
         }
 
 
@@ -418,11 +432,20 @@ def motion_aware_warp_error(
 
     errors_t = torch.tensor(warp_errors, dtype=torch.float64)
     motions_t = torch.tensor(motions, dtype=torch.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = (errors_t / (coeff * motions_t)).tolist()
-    mawe = float(np.mean(ratios))
+    ratios_t = errors_t / (coeff * motions_t)
+    # A pair that does not move and does not change (0 error over 0 motion) is perfectly consistent: 0, where the
+    # official code gets NaN (0/0) and a static video's MAWE is NaN. A pair that does not move but changes (flicker,
+    # a cut the flow missed) keeps the official inf (error over no motion).
+    static = motions_t == 0
+    ratios_t[static & (errors_t == 0)] = 0.0
+    ratios = ratios_t.tolist()
+    mawe = float(ratios_t.mean())
     mean_motion = float(motions_t.mean())
-    mawe_robust = float(errors_t.mean()) / (coeff * mean_motion) if mean_motion > 0 else float("nan")
+    mean_error = float(errors_t.mean())
+    if mean_motion > 0:
+        mawe_robust = mean_error / (coeff * mean_motion)
+    else:
+        mawe_robust = 0.0 if mean_error == 0 else float("inf")
     comparable = (backend.comparable_to_paper and size == DEFAULT_SIZE
                   and float(coeff) == DEFAULT_COEFF)
     return MAWEResult(
@@ -436,7 +459,29 @@ def motion_aware_warp_error(
         coeff=float(coeff),
         size=size,
         low_motion_pairs=[i for i, m in enumerate(motions) if m < LOW_MOTION_PX],
+        static_pairs=[i for i in range(num_pairs) if bool(static[i])],
+        notes=_static_notes(static, errors_t, num_pairs),
     )
+
+
+def _static_notes(static: torch.Tensor, errors: torch.Tensor, num_pairs: int) -> list[str]:
+    """What the user must know about pairs without motion (the official ratio is 0/0 or x/0 there)."""
+    still = static & (errors == 0)
+    flicker = static & (errors > 0)
+    notes = []
+    if int(still.sum()) == num_pairs:
+        notes.append("no motion: the video is static (every pair's flow is 0 px and its warp error 0), so MAWE is 0 "
+                     "by definition (0 error over 0 motion; the official code would give NaN)")
+    elif bool(still.any()):
+        notes.append(f"{int(still.sum())} of {num_pairs} pairs neither move nor change; they count as 0 (0 error over 0 "
+                     f"motion; the official code would give NaN)")
+    if bool(flicker.any()):
+        pairs = [i for i in range(num_pairs) if bool(flicker[i])]
+        shown = ", ".join(str(i) for i in pairs[:6]) + (", ..." if len(pairs) > 6 else "")
+        notes.append(f"{len(pairs)} of {num_pairs} pairs change without any motion (pairs {shown}: flicker, or a cut "
+                     f"the flow missed): their ratio W_t / (c * 0) is infinite, so the official MAWE is inf; "
+                     f"mawe_robust (ratio of means) is finite while any pair moves")
+    return notes
 
 
 def flow_call(flow_fn: FlowFn, frames_t: torch.Tensor, frames_t1: torch.Tensor) -> torch.Tensor:

@@ -43,6 +43,7 @@ class SceneCutResult:
             have no full window).
         downscale_factor: the factor frames were shrunk by before detection (1 = none).
         detector_params: the ``AdaptiveDetector`` parameters used.
+        notes: when the count is 0 by construction (a video too short for the detector to find a cut).
     """
 
     num_cuts: int
@@ -51,6 +52,7 @@ class SceneCutResult:
     adaptive_ratio: list[float]
     downscale_factor: float
     detector_params: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def to_report(self) -> dict[str, Any]:
         """A JSON-ready dict (NaN becomes None)."""
@@ -63,6 +65,7 @@ class SceneCutResult:
             "downscale_factor": self.downscale_factor,
             "detector": "scenedetect.AdaptiveDetector",
             "detector_params": dict(self.detector_params),
+            "notes": list(self.notes),
         }
 
 
@@ -138,7 +141,27 @@ def count_scene_cuts(
         adaptive_ratio=adaptive_ratio,
         downscale_factor=float(downscale),
         detector_params=params,
+        notes=_too_short_notes(num_frames, detector.min_scene_len, detector.window_width),
     )
+
+
+def _too_short_notes(num_frames: int, min_scene_len: Any, window_width: int) -> list[str]:
+    """A count that is 0 whatever the video shows must say so.
+
+    The earliest cut ``AdaptiveDetector`` can report is at frame ``min_scene_len`` (a whole scene before it), and it
+    needs ``window_width`` frames after the cut to compare against: ``min_scene_len + window_width + 1`` frames in
+    all (18 with the defaults; checked in tests/core/metrics).
+    """
+    if num_frames < 2:
+        return ["a single frame: there is no pair of frames to compare, so SCuts is 0 by construction"]
+    if not isinstance(min_scene_len, int):
+        return []
+    shortest = min_scene_len + window_width + 1
+    if num_frames < shortest:
+        return [f"{num_frames} frames are too few for AdaptiveDetector to find any cut (it needs at least {shortest}: "
+                f"a scene of min_scene_len {min_scene_len} frames before a cut and window_width {window_width} "
+                f"after it), so SCuts is 0 by construction"]
+    return []
 
 
 def _metric(stats: StatsManager, timecode: FrameTimecode, key: str) -> float:

@@ -283,3 +283,22 @@ def test_the_old_apply_controlnet_node_works_too(comfy_host, base, controlnet):
         out = sample_first_chunk(comfy_host, base, pos, negative, steps=1)
     assert frame_index_of(calls.hints[0]) == list(range(16)) * 2  # cond and uncond
     assert not torch.allclose(out, plain, atol=1e-4)
+
+
+def test_extend_refuses_before_any_work(comfy_host, weights, host_weights):
+    """Extend checks the ControlNet before it opens a run folder, encodes the anchor or samples anything (the
+    CLIP vision model and VAE given here would fail if they were used)."""
+    extender = load_model(comfy_host, host_weights["extender"].name)
+    pos, neg = apply(comfy_host, text_cond(0), text_cond(1), load_controlnet(comfy_host, weights["sd15"]),
+                     control_video(16))
+    extend = comfy_host.node_class("StreamingT2VExtend")
+    runs_before = sorted((comfy_host.output_dir / "StreamingT2V" / "runs").glob("*")) \
+        if (comfy_host.output_dir / "StreamingT2V" / "runs").exists() else []
+    with pytest.raises(ValueError, match="^positive: the ControlNet applied to it is an SD 1.x ControlNet"):
+        extend.execute(model=extender, positive=pos, negative=neg, clip_vision=object(), vae=object(),
+                       first_chunk=torch.rand(16, SIZE, SIZE, 3), total_frames=24, seed=0, steps=1, cfg=7.5,
+                       sampler_name="ddpm", scheduler="ddim_uniform", width=SIZE, height=SIZE, disk_cache=True,
+                       run_name="refused_controlnet_run")
+    runs_after = sorted((comfy_host.output_dir / "StreamingT2V" / "runs").glob("*")) \
+        if (comfy_host.output_dir / "StreamingT2V" / "runs").exists() else []
+    assert runs_after == runs_before
