@@ -38,6 +38,7 @@ import comfy.model_management
 import comfy.samplers
 from comfy_api.latest import io
 
+from streamingt2v_core.color import COLOR_MATCH_MODES, lab_statistics
 from streamingt2v_core.runs import ChunkCache, RunFolderError, RunStoreError
 from streamingt2v_core.runs import memory as run_memory
 from streamingt2v_core.runs.memory import float_video_bytes, format_bytes, uint8_video_bytes
@@ -51,6 +52,7 @@ from .extend_digests import digest, model_fingerprint, run_identity
 from .extend_run import CHUNK_FRAMES, COND_FRAMES, ExtensionJob, ExtensionResult, ExtensionRun
 from .initial_chunk import VAE_SCALE, decode_video_latent, sample_video_latent
 from .runs import run_store
+from .validation import check_anchor_embeddings, check_extend_inputs, check_prompt_schedule, check_sampled_latent
 
 __all__ = [
     "parse_prompt_schedule",
@@ -203,6 +205,7 @@ def run_extension(
     prompt: str | None = None,
     keep_frames: int | None = None,
     controls: ChunkControls | None = None,
+    color_match: str = "off",
 ) -> tuple[torch.Tensor, dict[str, int]]:
     """Extend ``first_chunk`` (``[F0, H, W, 3]`` float, working size) to ``total_frames`` frames.
 
@@ -210,6 +213,7 @@ def run_extension(
     ExtensionRun` supplies its chunk sampler: one host sampling run + VAE decode per chunk (:func:`_sample_chunk`)
     unless the chunk is in ``cache`` or in the run store ``run``. Chunk ``i`` is seeded ``chunk_seed(seed, i)``
     unless ``chunk_seeds`` overrides it; ``chunk_positives[i]`` overrides ``positive`` (prompt travel).
+    ``color_match`` corrects each sampled chunk's colours (:mod:`streamingt2v_core.color`).
 
     Returns the video (float32, the first chunk's frames exactly as given) and counters (``sampled``, ``reused``
     and, by source, ``memory``, ``store``, ``kept``); :func:`run_extension_result` returns the whole report.
@@ -218,20 +222,21 @@ def run_extension(
                                   total_frames, seed, steps, cfg, sampler_name, scheduler,
                                   chunk_positives=chunk_positives, cache=cache, run=run, chunk_seeds=chunk_seeds,
                                   regenerate_from=regenerate_from, chunk_prompts=chunk_prompts, prompt=prompt,
-                                  keep_frames=keep_frames, controls=controls)
+                                  keep_frames=keep_frames, controls=controls, color_match=color_match)
     return result.frames, result.counters
 
 
 def run_extension_result(model, positive, negative, anchor_embeds, grey_embeds, vae, first_chunk, total_frames, seed,
                          steps, cfg, sampler_name, scheduler, *, chunk_positives=None, cache=None, run=None,
                          chunk_seeds=None, regenerate_from=0, chunk_prompts=None, prompt=None,
-                         keep_frames=None, controls=None) -> ExtensionResult:
+                         keep_frames=None, controls=None, color_match="off") -> ExtensionResult:
     """:func:`run_extension` with the full :class:`~.extend_run.ExtensionResult` (per-chunk reports, notes)."""
     height, width = first_chunk.shape[1], first_chunk.shape[2]
     job = ExtensionJob(model=model, vae=vae, positive=positive, negative=negative, anchor_embeds=anchor_embeds,
                        grey_embeds=grey_embeds, steps=steps, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler,
                        width=width, height=height, chunk_positives=chunk_positives, chunk_prompts=chunk_prompts,
-                       prompt=prompt, controls=controls)
+                       prompt=prompt, controls=controls, color_match=color_match,
+                       color_reference=lab_statistics(first_chunk, "first_chunk") if color_match == "anchor" else None)
     extension = ExtensionRun(job, _sample_job_chunk, run=run, cache=cache, regenerate_from=regenerate_from,
                              chunk_seeds=chunk_seeds, keep_frames=keep_frames)
     return extension.execute(first_chunk, total_frames, seed)
@@ -244,19 +249,28 @@ def _sample_job_chunk(job: ExtensionJob, index: int, cond: torch.Tensor, seed: i
         positive, negative = job.controls.conditioning(index, positive, negative)
     return _sample_chunk(job.model, positive, negative, job.anchor_embeds, job.grey_embeds,
                          job.vae, cond, job.latent_shape, seed, job.steps, job.cfg, job.sampler_name, job.scheduler,
-                         callback)
+                         callback, decode_cond_frames=job.decode_cond_frames)
 
 
 def _sample_chunk(model, positive, negative, anchor_embeds, grey_embeds, vae, cond: torch.Tensor, latent_shape,
-                  seed, steps, cfg, sampler_name, scheduler, callback) -> torch.Tensor:
-    """One chunk: host sampling of 16 latent frames, VAE decode of the 8 kept ones; ``[16, H, W, 3]`` float (CPU)."""
+                  seed, steps, cfg, sampler_name, scheduler, callback,
+                  decode_cond_frames: bool = False) -> torch.Tensor:
+    """One chunk: host sampling of 16 latent frames, VAE decode of the 8 kept ones; ``[16, H, W, 3]`` float (CPU).
+
+    ``decode_cond_frames`` (color_match "overlap"): frames 0..7 are the decoded re-generated conditioning frames
+    instead of ``cond`` (8 more frame decodes), decoded apart so the kept frames are the same bits either way.
+    """
     cond_frames = (cond.movedim(-1, 1) * 2.0 - 1.0).unsqueeze(0)  # [1, 8, 3, H, W] in [-1, 1], as the official CAM
     pos = set_extender_conditioning(positive, cond_frames, anchor_embeds)
     neg = set_extender_conditioning(negative, cond_frames, grey_embeds)
     latent = sample_video_latent(model, pos, neg, latent_shape, seed, steps, cfg, sampler_name, scheduler, callback)
+    check_sampled_latent(model, latent)  # the last step, which no callback sees (NaN, or a finite overflow)
     # Frames 0..7 re-generate the conditioning frames and are discarded (official), so only 8..15 are decoded (the
     # SD VAE decodes frame by frame: the kept frames are the same); the conditioning frames stand in for the rest.
     kept = decode_video_latent(vae, latent[:, :, COND_FRAMES:]).to("cpu", torch.float32)
+    if decode_cond_frames:
+        regenerated = decode_video_latent(vae, latent[:, :, :COND_FRAMES]).to("cpu", torch.float32)
+        return torch.cat([regenerated, kept])
     return torch.cat([cond.to(torch.float32), kept])
 
 
@@ -370,6 +384,15 @@ class ExtendNode(io.ComfyNode):
                                        "before sampling when it would not fit). 'last 16 frames': for very long runs; "
                                        "the video stays in the run store, loaded by 'StreamingT2V Load Run' (its "
                                        "video output is file-backed)."),
+                io.Combo.Input("color_match", options=list(COLOR_MATCH_MODES), default="off", optional=True,
+                               tooltip="Colour-drift correction of each new chunk before it is stored and conditions "
+                                       "the next one. off: the official behaviour (small colour shifts can add up "
+                                       "over many chunks). overlap: undo the shift each chunk makes to the 8 frames "
+                                       "it re-generates (they should equal the known frames); keeps colour changes "
+                                       "the prompt asks for; costs 8 more VAE frame decodes per chunk. anchor: match "
+                                       "every chunk's colour mean and spread to the first chunk's; removes any drift "
+                                       "but also real changes (a sunset is pulled back), for one unchanging scene. "
+                                       "Changing it samples the chunks again."),
             ],
             outputs=[
                 io.Image.Output("frames", display_name="frames",
@@ -388,8 +411,11 @@ class ExtendNode(io.ComfyNode):
     def execute(cls, model, positive, negative, clip_vision, vae, first_chunk, total_frames: int, seed: int,
                 steps: int, cfg: float, sampler_name: str, scheduler: str, width: int = 256, height: int = 256,
                 anchor=None, clip=None, prompt_schedule: str = "", disk_cache: bool = True, run_name: str = AUTO_RUN,
-                chunk_seeds: str = "", regenerate_from: int = 0, frames_output: str = WHOLE_VIDEO) -> io.NodeOutput:
+                chunk_seeds: str = "", regenerate_from: int = 0, frames_output: str = WHOLE_VIDEO,
+                color_match: str = "off") -> io.NodeOutput:
         require_model_kind(model, KIND_EXTENDER, "model")
+        if color_match not in COLOR_MATCH_MODES:
+            raise ValueError(f"color_match: must be one of {', '.join(COLOR_MATCH_MODES)}, got {color_match!r}")
         if clip_vision is None:
             raise ValueError("clip_vision: missing; connect a CLIPVisionLoader with CLIP ViT-H/14 (the APM anchor "
                              "embedding needs it)")
@@ -410,12 +436,16 @@ class ExtendNode(io.ComfyNode):
         if config is not None and (config.num_frames != CHUNK_FRAMES or config.num_cond_frames != COND_FRAMES):
             raise ValueError(f"model: extender with {config.num_frames}-frame chunks and {config.num_cond_frames} "
                              f"conditioning frames is not supported (expected {CHUNK_FRAMES}/{COND_FRAMES})")
+        # NaN/inf in the frames, the conditioning or the VAE is refused now; frames a little outside [0, 1] are
+        # clamped with a note (nodes/validation.py).
+        first_chunk, anchor, input_notes = check_extend_inputs(first_chunk, anchor, positive, negative, vae)
         # A ControlNet our UNet cannot run is refused here, before any work (and it names positive/negative).
         has_control = check_conditioning_controls(model, positive=positive, negative=negative)
         schedule = parse_prompt_schedule(prompt_schedule or "")
         if schedule and clip is None:
             raise ValueError("clip: prompt_schedule needs a CLIP to encode its prompts; connect the CLIPLoader")
         plan = extension_plan(total_frames, first_chunk=n0, chunk=CHUNK_FRAMES, cond_frames=COND_FRAMES)
+        input_notes += check_prompt_schedule(schedule, [c.new_range[0] for c in plan.chunks[1:]], total_frames)
         seeds = parse_chunk_seeds(chunk_seeds or "")
         beyond = sorted(i for i in seeds if i >= plan.num_chunks)
         if beyond:
@@ -440,7 +470,7 @@ class ExtendNode(io.ComfyNode):
                     f"'{LAST_FRAMES}' and load the run with 'StreamingT2V Load Run', whose video output is "
                     f"file-backed for any length")
 
-        notes = []
+        notes = list(input_notes)
         first, note = _to_working_size(first_chunk[..., :3].to("cpu", torch.float32), height, width)
         if note:
             notes.append(note)
@@ -469,6 +499,7 @@ class ExtendNode(io.ComfyNode):
 
         anchor_image = first[:1] if anchor is None else anchor[:1, ..., :3].to(torch.float32)
         anchor_embeds, grey_embeds = anchor_embeddings(clip_vision, anchor_image)
+        check_anchor_embeddings(anchor_embeds, grey_embeds)
 
         chunk_positives, chunk_prompts = None, None
         if schedule:
@@ -484,12 +515,16 @@ class ExtendNode(io.ComfyNode):
         controls = ChunkControls.for_plan(plan, CHUNK_FRAMES) if has_control else None
         if controls is not None:
             notes.append(controls.summary(chunk_positives or [positive], negative, total_frames))
+        if color_match != "off":
+            notes.append(f"color_match {color_match}: each sampled chunk's new frames are colour-matched ("
+                         + ("to the colours of the frames it re-generates" if color_match == "overlap" else
+                            "to the first chunk's colour statistics") + ") before they are stored")
         result = run_extension_result(
             model, positive, negative, anchor_embeds, grey_embeds, vae, first, total_frames, seed, steps, cfg,
             sampler_name, scheduler, chunk_positives=chunk_positives, cache=CHUNK_CACHE if whole else None, run=run,
             chunk_seeds=seeds,
             regenerate_from=regenerate_from, chunk_prompts=chunk_prompts, prompt=text,
-            keep_frames=None if whole else TAIL_FRAMES, controls=controls,
+            keep_frames=None if whole else TAIL_FRAMES, controls=controls, color_match=color_match,
         )
         info = _info_text(result, total_frames, width, height, n0, notes)
         reports = [r for r in result.reports if r.index > 0]

@@ -211,6 +211,13 @@ def chunk_settings(job: Any, index: int) -> ChunkSettings:
             "positive": job.positive_digest(index),
         },
     )
+    color_match = getattr(job, "color_match", "off")
+    if color_match != "off":
+        # Colour-drift correction changes the stored frames (and so every later chunk's conditioning). Only when on:
+        # "off" chunks keep the digests they had before color_match existed, so old runs still resume.
+        settings.readable["color_match"] = color_match
+        if color_match == "anchor":  # matched to the first chunk's statistics: those are part of what it depends on
+            settings.hidden["color_reference"] = list(job.color_reference.mean) + list(job.color_reference.std)
     controls = getattr(job, "controls", None)
     if controls is not None:
         # The ControlNets and the hint frames of this chunk's own 16-frame range (nodes/controlnet.py): changing

@@ -26,6 +26,8 @@ import torch
 import comfy.model_management
 import comfy.utils
 
+from streamingt2v_core.checks import NonFiniteError
+from streamingt2v_core.color import match_chunk_color
 from streamingt2v_core.runs import ChunkCache, ChunkCorruptError, ChunkFailedError, ChunkRecord, ChunkWriteError, Run
 from streamingt2v_core.runs.errors import RunStoreError
 from streamingt2v_core.runs.memory import release_free_memory
@@ -35,6 +37,7 @@ from streamingt2v_core.video import frames_to_uint8, uint8_to_frames
 
 from .extend_digests import (ChunkSettings, base_digest, chunk_digest, chunk_settings, conditioning_digest,
                              first_chunk_digest)
+from .previews import ChunkPreviews
 
 __all__ = ["CHUNK_FRAMES", "COND_FRAMES", "ExtensionJob", "ChunkReport", "ExtensionResult", "ExtensionRun",
            "SampleChunk"]
@@ -70,12 +73,22 @@ class ExtensionJob:
     prompt: str | None = None
     #: Per-chunk ControlNet slicing (``nodes.controlnet.ChunkControls``), None without a ControlNet.
     controls: Any = None
+    #: Colour-drift correction of each sampled chunk (:data:`streamingt2v_core.color.COLOR_MATCH_MODES`);
+    #: "overlap" needs the sampler to decode the re-generated conditioning frames too (:attr:`decode_cond_frames`).
+    color_match: str = "off"
+    #: "anchor": the first chunk's :class:`streamingt2v_core.color.LabStats`.
+    color_reference: Any = None
     _base: str | None = field(default=None, repr=False)
     _positive_digests: dict[int, str] = field(default_factory=dict, repr=False)
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
         return (1, 4, CHUNK_FRAMES, self.height // 8, self.width // 8)
+
+    @property
+    def decode_cond_frames(self) -> bool:
+        """Whether the chunk sampler must decode frames 0..7 (the re-generated conditioning frames) too."""
+        return self.color_match == "overlap"
 
     @property
     def base_digest(self) -> str:
@@ -170,6 +183,7 @@ class ExtensionRun:
         self._store_ok = run is not None
         self._plan: ExtensionPlan | None = None
         self._pbar = None
+        self.previews: ChunkPreviews | None = None
         self._total_steps = 1
 
     # -- set-up (before any sampling) ----------------------------------------------------------------
@@ -202,6 +216,7 @@ class ExtensionRun:
         self._pinned = self.pinned_records()
         self._total_steps = max(1, (plan.num_chunks - 1) * self.job.steps)
         self._pbar = comfy.utils.ProgressBar(self._total_steps)
+        self.previews = ChunkPreviews(self._pbar, plan.num_chunks)
         first_u8 = frames_to_uint8(first)
         self._store_first_chunk(first_u8, plan)
         try:
@@ -212,6 +227,7 @@ class ExtensionRun:
             if self.run is None:
                 raise
             raise err.in_run(self.run.name) from err
+        self.previews.finish()
         if self.keep_frames is None:
             frames = _to_image(chunks, total_frames)
             frames[:f0] = first  # the first chunk exactly as given, not its uint8 copy
@@ -268,7 +284,12 @@ class ExtensionRun:
                 source = "sampled"
                 t0 = time.perf_counter()
                 callback = self._step_callback(index)
-                out = self.sample_chunk(job, index, cond, seed, callback)
+                self.previews.before_sampling(index)
+                try:
+                    out = self.sample_chunk(job, index, cond, seed, callback)
+                except NonFiniteError as err:  # a step of this chunk went NaN/inf (nodes/validation.py)
+                    raise ChunkFailedError(index, f"{err}; nothing of this chunk was kept, the chunks before it "
+                                                  f"are (queue again to resume from this chunk)") from None
                 want = (CHUNK_FRAMES, job.height, job.width, 3)
                 if not torch.is_tensor(out) or tuple(out.shape) != want:
                     got = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
@@ -277,6 +298,7 @@ class ExtensionRun:
                     # uint8 would hide it: NaN must never reach the store or the next chunk's conditioning
                     raise ChunkFailedError(index, "the sampled frames hold NaN or inf values; nothing of this chunk "
                                                   "was stored, the chunks before it are")
+                out = self._color_matched(out, cond)
                 frames = frames_to_uint8(out[COND_FRAMES:].to("cpu", torch.float32))
                 seconds = time.perf_counter() - t0
             else:
@@ -299,14 +321,26 @@ class ExtensionRun:
         return frames
 
     def chunk_finished(self, report: ChunkReport, frames: torch.Tensor) -> None:
-        """THE place a finished chunk is reported: info line, log, progress.
+        """THE place a finished chunk is reported: info line, log, progress text and the chunk's preview on the node
+        (:class:`.previews.ChunkPreviews`).
 
         ``frames`` are the chunk's new frames (uint8 ``[n, H, W, 3]``, all stored ones, even where the last chunk
-        is trimmed). Later work (previews of each chunk) hooks in here.
+        is trimmed).
         """
         self.reports.append(report)
+        text = self.previews.chunk_finished(report, frames) if self.previews is not None else report.line()
         if report.index > 0:
-            logger.info("StreamingT2V Extend%s: %s", f" (run {self.run.name})" if self.run else "", report.line())
+            logger.info("StreamingT2V Extend%s: %s", f" (run {self.run.name})" if self.run else "",
+                        text.replace("\n", " | "))
+
+    def _color_matched(self, out: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """The sampled chunk with its new frames colour-matched (``color_match``), before they are stored and
+        become the next chunk's conditioning; "off" returns ``out`` itself."""
+        mode = self.job.color_match
+        if mode == "off":
+            return out
+        return match_chunk_color(out, mode, cond_frames=cond, reference=self.job.color_reference,
+                                 num_cond=COND_FRAMES)
 
     # -- store helpers ----------------------------------------------------------------------------------
 
@@ -358,7 +392,8 @@ class ExtensionRun:
     def _step_callback(self, index: int) -> Callable | None:
         from .initial_chunk import step_callback
 
-        return step_callback(self.job.model, self._pbar, (index - 1) * self.job.steps, self._total_steps)
+        pbar = self.previews.progress_bar() if self.previews is not None else self._pbar
+        return step_callback(self.job.model, pbar, (index - 1) * self.job.steps, self._total_steps)
 
 
 def _to_image(chunks: list[torch.Tensor], total_frames: int) -> torch.Tensor:

@@ -34,7 +34,9 @@ from typing import Callable
 
 import torch
 
+import comfy.context_windows as context_windows
 import comfy.model_management
+import comfy.patcher_extension
 import comfy.sample
 import comfy.samplers
 import comfy.utils
@@ -48,6 +50,9 @@ from streamingt2v_core.video import (RESIZE_FILTERS, PadBox, StreamingVideoWrite
                                      frame_chunks, pad_frames, resize_frames)
 
 from .context_blend import apply_randomized_blending, check_video_model, validate_window_settings
+from .previews import RefinePreviews
+from .validation import (ModelSizes, NonFiniteError, all_finite, check_decoded_frames, check_image_batch,
+                         check_refine_resources, refine_watch)
 
 #: Our scheduler: the official refiner's "trailing" timesteps from t' down, in the model's sigmas.
 TRAILING_SCHEDULER = "streamingt2v_trailing"
@@ -155,6 +160,9 @@ class RefineInputs:
         if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[-1] < 3:
             shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
             raise ValueError(f"images must be an IMAGE batch [frames, height, width, 3], got {shape}")
+        check_image_batch(images, "images", consequence="the VAE would carry them into the latent and the windows "
+                          "holding them (and, through the blending, their neighbours) would come out NaN; fix or "
+                          "drop those frames")
         check_video_model(model, "model")
         validate_window_settings(chunk, overlap, blend_mode)
         if resize_mode not in RESIZE_MODES:
@@ -168,17 +176,10 @@ class RefineInputs:
             raise ValueError(f"vae makes {getattr(vae, 'latent_channels', '?')}-channel latents but the model expects "
                              f"{latent_format.latent_channels} channels: use the VAE that belongs to the model")
         stride = spatial_stride(model, vae)
-        for name, value in (("width", width), ("height", height)):
-            if value % stride:
-                raise ValueError(f"{name} must be a multiple of {stride} for this model and VAE (pixels per latent "
-                                 f"cell times the model's patch size), got {value}")
-        # Models with further size rules (the MS-Vid2Vid-XL resampling needs even sizes at every level).
+        # Models with further size rules (the MS-Vid2Vid-XL resampling: heights 16 + 64k px, widths 64k px); the
+        # error lists the nearest sizes the model takes.
         check = getattr(getattr(model.get_model_object("diffusion_model"), "config", None), "check_latent_size", None)
-        if callable(check):
-            try:
-                check(height // vae_stride(vae), width // vae_stride(vae))
-            except ValueError as err:
-                raise ValueError(f"width/height: {width}x{height} pixels cannot be taken by this model: {err}") from err
+        ModelSizes(stride, vae_stride(vae), check if callable(check) else None).check(width, height)
         self.segments = plan_segments(int(images.shape[0]), vae)
         self.latent_frames = self.segments[-1].lat_end
         if self.latent_frames < chunk:
@@ -210,6 +211,9 @@ def encode_video(images: torch.Tensor, vae, box: PadBox, segments: list[Segment]
             frames = torch.cat([frames, frames[-1:].expand(last.padded - frames.shape[0], *frames.shape[1:])])
         frames = pad_frames(resize_frames(frames, box.height, box.width, upscale_method), box)
         encoded = vae.encode(frames).float().cpu()
+        if not all_finite(encoded):  # the frames were checked finite: the VAE's (fp16 overflow, broken weights)
+            raise NonFiniteError(f"vae: encoded frames {first.pix_start}-{last.pix_end - 1} to NaN or inf (the frames "
+                                 f"are finite): load the VAE in fp32 or bf16; nothing was sampled", "vae")
         if encoded.ndim == 4:  # image VAE: [t, C, h, w] -> [1, C, t, h, w]
             encoded = encoded.movedim(0, 1).unsqueeze(0)
         if latent is None:
@@ -220,8 +224,12 @@ def encode_video(images: torch.Tensor, vae, box: PadBox, segments: list[Segment]
 
 
 def decode_video(samples: torch.Tensor, vae, box: PadBox, segments: list[Segment], crop: bool,
-                 sink: Callable[[int, torch.Tensor], None]) -> None:
-    """Decode ``[1, C, L, h, w]`` chunk by chunk; hand ``(first_frame_index, frames)`` to ``sink``."""
+                 sink: Callable[[int, torch.Tensor], None],
+                 preview: Callable[[int, torch.Tensor], tuple | None] | None = None) -> None:
+    """Decode ``[1, C, L, h, w]`` chunk by chunk; hand ``(first_frame_index, frames)`` to ``sink``.
+
+    ``preview(first_frame_index, frames)`` may return a preview image for the progress bar (the node's preview of
+    the frames decoded last, :meth:`.previews.RefinePreviews.decoded`)."""
     groups = _segment_groups(segments, vae, box)
     pbar = comfy.utils.ProgressBar(len(groups))
     for a, b in groups:
@@ -232,18 +240,40 @@ def decode_video(samples: torch.Tensor, vae, box: PadBox, segments: list[Segment
             chunk = chunk[0].movedim(1, 0)  # [t, C, h, w] for an image VAE
         frames = vae.decode(chunk)
         frames = frames.reshape(-1, *frames.shape[-3:])[: last.pix_end - first.pix_start].float().cpu()
+        if not all_finite(frames):
+            check_decoded_frames(frames, f"refined latent frames {first.lat_start}-{last.lat_end - 1} (video frames "
+                                         f"{first.pix_start}-{last.pix_end - 1}; the frames before them were handed on)")
         if crop and not box.is_full:
             frames = crop_frames(frames, box)
         sink(first.pix_start, frames)
-        pbar.update(1)
+        pbar.update_absolute(pbar.current + 1, len(groups), preview(first.pix_start, frames) if preview else None)
+
+
+def _watched(callback: Callable, watch: Callable) -> Callable:
+    """The host's preview callback, after a NaN/inf check of the step's prediction and state."""
+    def checked(step: int, x0: torch.Tensor, x: torch.Tensor, total_steps: int) -> None:
+        watch(step, x0, x)
+        if callback is not None:
+            callback(step, x0, x, total_steps)
+
+    return checked
+
+
+def _with_step_progress(callback: Callable, previews: RefinePreviews) -> Callable:
+    def stepped(step: int, x0: torch.Tensor, x: torch.Tensor, total_steps: int) -> None:
+        callback(step, x0, x, total_steps)
+        previews.step_done(step)
+
+    return stepped
 
 
 def refine_latent(model, vae_latent: torch.Tensor, positive, negative, *, seed: int, steps: int, cfg: float,
                   denoise: float, sampler_name: str, scheduler: str, chunk: int, overlap: int, blend_mode: str,
-                  guidance_rescale: float, max_batch: int = 0) -> torch.Tensor:
+                  guidance_rescale: float, max_batch: int = 0, previews: RefinePreviews | None = None) -> torch.Tensor:
     """SDEdit of a whole-video latent through the host sampler with the blending context handler.
 
     ``max_batch``: windows per model call (0 = as many as free memory allows; the result is the same).
+    ``previews``: the node's progress text (step, window) through the host's context-window callbacks.
     """
     patched, handler = apply_randomized_blending(model, chunk, overlap, blend_mode, seed,
                                                  guidance_rescale if cfg != 1.0 else 0.0, max_batch=max_batch)
@@ -252,7 +282,14 @@ def refine_latent(model, vae_latent: torch.Tensor, positive, negative, *, seed: 
     sigmas = sdedit_sigmas(model, scheduler, steps, denoise)
     # One noise tensor over the whole latent: overlapping windows share their noise (paper 4.3).
     noise = comfy.sample.prepare_noise(vae_latent, seed)
-    callback = latent_preview.prepare_callback(patched, len(sigmas) - 1)
+    callback = _watched(latent_preview.prepare_callback(patched, len(sigmas) - 1),
+                        refine_watch(model, len(sigmas) - 1, vae_latent.shape[2], chunk, overlap))
+    if previews is not None:
+        comfy.patcher_extension.add_callback_with_key(context_windows.IndexListCallbacks.EVALUATE_CONTEXT_WINDOWS,
+                                                      "streamingt2v_previews", previews.context_window_callback(),
+                                                      handler.callbacks)
+        previews.start_sampling(handler.windows_for(vae_latent.shape[2]), len(sigmas) - 1)
+        callback = _with_step_progress(callback, previews)
     disable_pbar = not comfy.utils.PROGRESS_BAR_ENABLED
     return comfy.sample.sample_custom(patched, noise, cfg, comfy.samplers.sampler_object(sampler_name), sigmas,
                                       positive, negative, vae_latent, callback=callback,
@@ -332,12 +369,17 @@ class Refine(io.ComfyNode):
         setup = RefineInputs(images, model, vae, width, height, chunk, overlap, blend_mode, resize_mode,
                              upscale_method, output)
         box = setup.box
+        # Before any work: NaN in the text embeddings or the VAE's weights, and the RAM the latent and output need.
+        check_refine_resources(positive, negative, vae, int(images.shape[0]), setup.latent_frames,
+                               model.get_model_object("latent_format").latent_channels, vae_stride(vae), box,
+                               crop_padding, output)
         logging.info("StreamingT2V Refine: %d frames, canvas %dx%d (content %dx%d), %d latent frames",
                      images.shape[0], width, height, box.width, box.height, setup.latent_frames)
+        previews = RefinePreviews(int(images.shape[0]))
         latent = encode_video(images, vae, box, setup.segments, upscale_method)
         samples = refine_latent(model, latent, positive, negative, seed=seed, steps=steps, cfg=cfg, denoise=denoise,
                                 sampler_name=sampler_name, scheduler=scheduler, chunk=chunk, overlap=overlap,
-                                blend_mode=blend_mode, guidance_rescale=guidance_rescale)
+                                blend_mode=blend_mode, guidance_rescale=guidance_rescale, previews=previews)
         del latent
         out_h, out_w = (box.height, box.width) if crop_padding else (box.canvas_height, box.canvas_width)
         num_frames = int(images.shape[0])
@@ -347,7 +389,7 @@ class Refine(io.ComfyNode):
             def sink(start: int, frames: torch.Tensor) -> None:
                 result[start:start + frames.shape[0]] = frames
 
-            decode_video(samples, vae, box, setup.segments, crop_padding, sink)
+            decode_video(samples, vae, box, setup.segments, crop_padding, sink, previews.decoded)
             video = InputImpl.VideoFromComponents(Types.VideoComponents(images=result, frame_rate=Fraction(fps).limit_denominator(1001)))
             return io.NodeOutput(result, video)
 
@@ -360,7 +402,7 @@ class Refine(io.ComfyNode):
                     first.append(frames[:1].clone())
                 writer.write(frames)
 
-            decode_video(samples, vae, box, setup.segments, crop_padding, sink)
+            decode_video(samples, vae, box, setup.segments, crop_padding, sink, previews.decoded)
         return io.NodeOutput(first[0], InputImpl.VideoFromFile(path))
 
 
