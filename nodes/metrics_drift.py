@@ -1,8 +1,8 @@
 """The Drift & Seams metric node: where along a long video the joins stutter and the colours (and,
 with a CLIP_VISION model, the subject) drift away from the anchor chunk.
 
-An output node like the other metric nodes (:mod:`nodes.metrics`, whose report writer, plot image
-and series helpers it uses): a summary on the node, the numbers as outputs, a plot IMAGE with three
+An output node like the other metric nodes (:mod:`nodes.metrics`, whose report writer, plot image,
+result box and series helpers it uses): the summary and a plot thumbnail on the node, the numbers as outputs, a plot IMAGE with three
 panels over the frame axis, and a JSON report under ``output/StreamingT2V/metrics/``. The numbers
 come from :func:`streamingt2v_core.metrics.drift.measure_drift_and_seams`; this node only picks the
 frames to embed, runs the host's image encoder on them and checks what it returns.
@@ -13,7 +13,7 @@ import math
 from typing import Any
 
 import torch
-from comfy_api.latest import io, ui
+from comfy_api.latest import io
 
 from streamingt2v_core.metrics.drift import (
     DRIFT_PLANS,
@@ -25,7 +25,7 @@ from streamingt2v_core.metrics.drift import (
 )
 from streamingt2v_core.metrics.plot import plot_drift_and_seams
 
-from .metrics import Series, _plot_image, _prefix_input, _progress, _series, _write_report
+from .metrics import Series, _plot_image, _prefix_input, _progress, _result_ui, _series, _write_report
 
 _EMBED_BATCH = 16
 
@@ -178,8 +178,11 @@ class DriftSeamsNode(io.ComfyNode):
                          result.pair_change, num_frames, flagged, joins=report["joins"],
                          frame_delta_e=result.frame_delta_e, clip_frames=result.clip_frames,
                          clip_similarity=result.clip_similarity, windows=[list(w) for w in result.windows])
+        plot_image = _plot_image(plot)
+        # Numbers and plot in the node's fixed-size result box, like the other metric nodes: the
+        # host's own preview would grow the node after every run, over its neighbours.
         return io.NodeOutput(result.seam_score, ", ".join(str(f) for f in flagged), result.final_delta_e, series,
-                             _plot_image(plot), ui=ui.PreviewText(summary_text(result, path, clip_vision is not None)))
+                             plot_image, ui=_result_ui(cls, plot_image, summary_text(result, path, clip_vision is not None)))
 
 
 NODES = [DriftSeamsNode]

@@ -56,12 +56,20 @@ def test_clean_jump_and_drift_videos_through_the_executor(comfy_host, run_prompt
     results = {}
     for name in ("clean", "jump", "drift"):
         results[name] = run_prompt(drift_prompt(videos[name], key=name))[name]
-        results[name + "_ui"] = comfy_host.ui_outputs()[name]["text"][0]
+        results[name + "_shown"] = comfy_host.ui_outputs()[name]
+        results[name + "_ui"] = results[name + "_shown"]["text"][0]
 
     seam, flagged, color_drift, series, plot = results["clean"]
     assert flagged == "" and seam == pytest.approx(1.0, abs=0.05) and color_drift < 0.5
     assert plot.shape == (1, 520, 768, 3) and plot.std() > 0.05
     assert "No clip_vision connected: colour statistics only" in results["clean_ui"]
+    # Numbers and plot in the node's result box (js/streamingt2v.js), as the other metric nodes show them:
+    # the plot saved to the temp folder, not the host's own preview that would grow the node after a run.
+    shown = results["clean_shown"]
+    plot_file = shown["streamingt2v_plot"][0]
+    assert plot_file["type"] == "temp" and plot_file["filename"].endswith(".png")
+    assert (comfy_host.base_dir / "temp" / plot_file.get("subfolder", "") / plot_file["filename"]).is_file()
+    assert "images" not in shown
 
     seam, flagged, color_drift, series, _ = results["jump"]
     assert flagged == "32" and seam > 1.2
@@ -169,7 +177,7 @@ def test_nan_frames_are_reported_and_a_nan_anchor_chunk_is_refused(comfy_host, t
     seam, flagged, color_drift, series, _ = out.result
     assert flagged == "32" and math.isfinite(seam) and math.isfinite(color_drift)
     assert 20 not in series["clip_frames"]  # a NaN frame is not sent to the encoder
-    assert "frame(s) hold NaN" in out.ui.as_dict()["text"][0]
+    assert "frame(s) hold NaN" in out.ui["text"][0]
     frames[:16] = float("nan")
     with pytest.raises(ValueError, match=r"images: every frame of the anchor chunk \(frames 0..15\)"):
         execute(comfy_host, frames)
