@@ -122,6 +122,11 @@ class Geometry:
 # ---------------------------------------------------------------------------------------------
 
 
+def _title_height(node: dict) -> float:
+    """A Reroute is drawn without a title bar (the frontend's RerouteNode: title_mode NO_TITLE)."""
+    return 0 if node["type"] == "Reroute" else TITLE_HEIGHT
+
+
 def _label(node: dict) -> str:
     return f"#{node['id']} {node.get('title') or node['type']}"
 
@@ -177,7 +182,7 @@ def geometry_from_workflow(workflow: dict | str | Path, object_info: dict[str, d
     object_info = object_info or {}
     nodes = {n["id"]: n for n in wf.get("nodes", [])}
     geo = Geometry(
-        nodes={i: Box(n["pos"][0], n["pos"][1] - TITLE_HEIGHT, n["size"][0], n["size"][1] + TITLE_HEIGHT)
+        nodes={i: Box(n["pos"][0], n["pos"][1] - _title_height(n), n["size"][0], n["size"][1] + _title_height(n))
                for i, n in nodes.items()},
         labels={i: _label(n) for i, n in nodes.items()},
         groups=[(g.get("title", ""), Box(*g["bounding"])) for g in wf.get("groups", [])],
