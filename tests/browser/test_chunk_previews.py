@@ -190,7 +190,10 @@ def test_a_finished_chunk_is_shown_on_the_extend_node_while_the_run_goes_on(ui, 
     assert texts and {m["node"] for m in rec["messages"]} == {str(EXTEND_ID)}, rec["messages"]
     assert all(m["running"] for m in rec["messages"]), rec["messages"]
     assert texts[0]["text"].startswith("chunk 0 of 2: the first chunk"), texts[0]
-    chunk_text = {int(m.group(1)): t for t in texts if (m := re.match(r"chunk (\d) of 2", t["text"]))}
+    chunk_text = {}  # each chunk's first progress text
+    for t in texts:
+        if m := re.match(r"chunk (\d) of 2", t["text"]):
+            chunk_text.setdefault(int(m.group(1)), t)
     assert sorted(chunk_text) == [0, 1, 2], [t["text"] for t in texts]
     assert re.match(r"chunk 1 of 2, \d+\.\d s per chunk, about \d+ (s|min) left\nchunk 1: frames 16-23, seed \d+, "
                     r"sampled in \d+\.\d s$", chunk_text[1]["text"]), chunk_text[1]["text"]
