@@ -140,7 +140,27 @@ def _write_files(models: Path, host_weights: dict) -> dict[str, str]:
               str(raft / "raft_wrong_shapes.safetensors"))
     files["raft_wrong_shapes"] = f"{BAD}/raft_wrong_shapes.safetensors"
     (raft / "junk.pth").write_bytes(os.urandom(2048))
+    # A zip checkpoint with the official refiner's keys whose pickle also calls os.system when unpickled.
+    state = write_tiny_checkpoint(unets / "good_refiner.pth", "refiner_unet", "ms_vid2vid_xl")
+    (unets / "good_refiner.pth").unlink()
+    torch.save({"state_dict": state, "payload": RunsCode()}, unets / "code_refiner.ckpt")
+    files["code_refiner"] = f"{BAD}/code_refiner.ckpt"
+    # A diffusers-layout UNet3D trained with 16 norm groups, its config.json left behind: the shapes fit 32 too.
+    from streamingt2v_core.models import UNet3D, UNet3DConfig
+
+    torch.manual_seed(3)
+    groups16 = UNet3D(dataclasses.replace(UNet3DConfig.tiny(), block_out_channels=(32, 64, 64, 64),
+                                          norm_num_groups=16))
+    save_file({k: v.contiguous() for k, v in groups16.state_dict().items()}, str(unets / "groups16_unet3d.safetensors"))
+    files["groups16_unet3d"] = f"{BAD}/groups16_unet3d.safetensors"
     return files
+
+
+class RunsCode:
+    """Unpickling this would run a shell command: what a malicious checkpoint does."""
+
+    def __reduce__(self):
+        return (os.system, ("echo this must never run",))
 
 
 @dataclasses.dataclass
@@ -413,6 +433,11 @@ CASES: list[Case] = [
     Case("loader-kind", MODEL_LOADER, "kind", "kind extender for a base UNet3D file",
          r"^model_name: cannot load 'modelscope_t2v_unet.safetensors' .*kind mismatch: kind='extender' was asked for",
          loader("modelscope_t2v_unet.safetensors", kind="extender")),
+    Case("loader-code", MODEL_LOADER, "model_name", "a .ckpt whose pickle would call os.system",
+         r"^model_name: .*refused for safety", loader("code_refiner")),
+    Case("loader-groups", MODEL_LOADER, "norm_num_groups", "a diffusers UNet3D with 16 norm groups, no config.json",
+         r"^assumed: norm_num_groups=32 assumed", loader("groups16_unet3d"), outcome="note",
+         read=lambda outputs, host: next(line for line in outputs["m"][1].splitlines() if "assumed" in line)),
     Case("loader-missing", MODEL_LOADER, "model_name", "a file name that is not in the list",
          r"^model_name: 'no_such_model.safetensors' not found in \['<ComfyUI>/models/streamingt2v'",
          loader("no_such_model.safetensors")),
@@ -663,6 +688,14 @@ def test_the_case_list_covers_enough_ground():
     assert len(CASES) >= 40
     assert len({c.id for c in CASES}) == len(CASES)
     assert {c.outcome for c in CASES} >= {"refused", "stopped", "note", "fallback", "defined", "host"}
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_without_unsafe_advice(bench):
+    """The refusal names the global, says why, and what to use instead; never PyTorch's advice to turn
+    weights_only off (which would run the code)."""
+    seen = run_case(next(c for c in CASES if c.id == "loader-code"), bench)
+    assert "system" in seen.text and "safetensors" in seen.text, seen.text
+    assert "weights_only" not in seen.text.replace("weights_only=True", ""), seen.text
 
 
 def test_extend_overflow_keeps_what_was_finished(bench):
