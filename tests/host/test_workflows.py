@@ -102,6 +102,32 @@ def test_workflow_reads_at_a_glance(name, object_info):
     assert problems == [], f"{name} ({describe(geo)}):\n" + "\n".join(problems)
 
 
+# The editor draws Extend this tall (without its 30 px title bar) once a run has shown a finished
+# chunk's preview (the frontend's image preview widget, 220 px at least) and the progress text on
+# it; measured by the browser test (test_queue_workflow_from_the_page[text_to_long_video], whose
+# after-run check finds the file's size equal to what the editor draws). A workflow whose Extend is
+# shorter looks fine when opened and has the node grow over its group and neighbours after a run.
+EXTEND_AFTER_RUN_HEIGHT = 1010
+
+
+# The refined workflow has no room yet for a 1040 px Extend (title included) inside the 1292 px
+# the whole graph may be tall: every link into Refine (VAE, both prompts, the refiner UNet) has to
+# pass above Extend, and the left columns cannot hold those sources that high. Known, not hidden.
+EXTEND_NOT_YET_SIZED = {"text_to_long_video_refined.json"}
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="Extend not yet sized for after a run (no room in the layout)"))
+    if n in EXTEND_NOT_YET_SIZED else n for n in WORKFLOW_FILES])
+def test_extend_nodes_are_sized_for_after_a_run(name):
+    wf = json.loads((WORKFLOWS_DIR / name).read_text())
+    for node in wf["nodes"]:
+        if node["type"] == "StreamingT2VExtend":
+            assert node["size"][1] >= EXTEND_AFTER_RUN_HEIGHT, (
+                f"{name}: #{node['id']} {node.get('title')} is {node['size'][1]} tall; after a run the editor draws it "
+                f"{EXTEND_AFTER_RUN_HEIGHT} tall (chunk preview + progress text), over what lies below it")
+
+
 @pytest.mark.parametrize("name", WORKFLOW_FILES)
 def test_workflow_nodes_are_in_groups_and_titles_say_no_fixed_fps(name):
     """Every node except notes sits in a stage group; no title states a frame rate the node's own
