@@ -225,9 +225,10 @@ def test_a_finished_chunk_is_shown_on_the_extend_node_while_the_run_goes_on(ui, 
     assert errors[1] < SAME_GRID_MAE < others[0], errors  # chunk 1's grid, not another chunk's
     assert first["width"] == grids[1].shape[1] and first["height"] == grids[1].shape[0]
     assert end_t - first["t"] > 200, (first["t"], end_t)  # ms: on the node a good while before the prompt ended
-    # Chunk 2 follows while the prompt runs, and stays on the node with its text.
-    assert any(k == 2 and s["running"] for s, k, _ in shown), [(s["t"], k) for s, k, _ in shown]
-    assert shown[-1][1] == 2
+    # Chunk 2, the last, follows and stays on the node with its text. It may arrive just after the prompt's end:
+    # chunks finishing within the half-second throttle are shown by the run's final update, which the server
+    # sends asynchronously, so its image can reach the page after the "executing" end message (seen in CI).
+    assert shown[-1][1] == 2, [(s["t"], k) for s, k, _ in shown]
     widget = page.evaluate(
         "([id, name]) => app.graph.getNodeById(id).widgets.find((w) => w.name === name)?.value ?? null",
         [EXTEND_ID, TEXT_WIDGET])
