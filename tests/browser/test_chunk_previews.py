@@ -31,7 +31,7 @@ from PIL import Image
 
 if str(Path(__file__).parent) not in sys.path:  # the run readout test's graph (tests/ is not a package)
     sys.path.insert(0, str(Path(__file__).parent))
-from test_run_readout import EXTEND_ID, HELPERS_JS, RUN_TIMEOUT_MS, extend_workflow  # noqa: E402
+from test_run_readout import EXTEND_ID, RUN_TIMEOUT_MS, extend_workflow, ui  # noqa: E402,F401 (ui: the page fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -94,15 +94,6 @@ def _frames_grid():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.frames_grid
-
-
-@pytest.fixture(scope="module")
-def ui(browser_page):
-    page = browser_page.page
-    if not page.evaluate("() => !!window.__st2v"):
-        page.add_script_tag(content=HELPERS_JS.read_text())
-    page.evaluate("() => __st2v.closePopups()")
-    return browser_page
 
 
 def previews_workflow(run_name: str) -> dict:
