@@ -83,9 +83,9 @@ def sample_video_latent(
 def decode_video_latent(vae: Any, latent: torch.Tensor) -> torch.Tensor:
     """Decode ``[1, 4, T, h, w]`` with the SD VAE frame by frame (batched by the host): IMAGE ``[T, H, W, 3]``.
 
-    NaN/inf in the decoded frames raises :class:`~streamingt2v_core.checks.NonFiniteError` naming ``vae``.
+    NaN/inf in the decoded frames raises :class:`~streamingt2v_core.checks.NonFiniteError` naming ``vae``; the
+    callers check the latent itself first (:func:`.validation.check_sampled_latent`, with the model's advice).
     """
-    check_sampled_latent(None, latent)  # the last step's result, which no sampler callback sees
     frames = latent[0].movedim(1, 0)  # [T, 4, h, w]
     images = vae.decode(frames)
     if images.ndim == 5:  # some VAEs return [B, T, H, W, C]
