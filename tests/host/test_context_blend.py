@@ -161,7 +161,7 @@ def test_execute_fuses_window_outputs_with_the_steps_offsets():
 @pytest.mark.parametrize("max_batch", [2, 3, 8])
 def test_batched_windows_equal_one_window_per_call(comfy_host, max_batch):
     """Several windows per model call: stacked on the batch axis with the timestep repeated per window; the
-    fused result is exactly that of one window per call."""
+    fused result is that of one window per call, to fp32 round-off."""
     blend = pack_module("context_blend")
     g = torch.Generator().manual_seed(0)
     x = torch.randn(1, 2, 23, 2, 2, generator=g)
@@ -191,8 +191,13 @@ def test_batched_windows_equal_one_window_per_call(comfy_host, max_batch):
     per_call = min(max_batch, windows)
     assert [b for b, _ in batched_calls] == [min(per_call, windows - i) for i in range(0, windows, per_call)]
     assert all(t == [3.0] * b for b, t in batched_calls)  # one timestep per window in the call
+    # Not bit-equal by construction: BLAS picks its einsum kernel by the batch's shape, so 8 windows in one call
+    # may round differently from 1 per call (seen on another CPU). The fused value is a weighted sum of a few
+    # fp32 terms of size |out|, so any kernel's result lies within a few ulps of |out|: 16 ulps is a stated bound,
+    # while a wrong window, offset or timestep moves values by O(1).
     for a, b in zip(single, batched):
-        assert torch.equal(a, b)
+        bound = 16 * torch.finfo(torch.float32).eps * a.abs().max().item()
+        assert (a - b).abs().max().item() <= bound, (max_batch, (a - b).abs().max().item(), bound)
 
 
 def test_per_frame_conditioning_keeps_one_window_per_call(comfy_host):
