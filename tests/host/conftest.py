@@ -18,13 +18,42 @@ for _p in (str(REPO_ROOT), str(Path(__file__).resolve().parent)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from harness import WORKFLOWS_DIR, Host, PromptExecutionError, PromptValidationError, boot_host, host_dir  # noqa: E402
+from harness import (  # noqa: E402
+    WORKFLOWS_DIR,
+    Host,
+    PromptExecutionError,
+    PromptValidationError,
+    boot_host,
+    booted_host,
+    host_dir,
+    release_host_models,
+)
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "tests/host" in str(item.fspath).replace(os.sep, "/"):
             item.add_marker(pytest.mark.host)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_host_models_after_each_module():
+    """What a module loaded into the host (models in the executor's output cache, the model manager's list, the
+    pack's model caches) is released when the module ends: the next module starts lean (peak RSS is one module's,
+    not the sum of all), and no module passes only because an earlier one left a model loaded."""
+    yield
+    host = booted_host()
+    if host is not None:
+        release_host_models(host)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Release the host's models while every module is still alive: otherwise ModelPatcher.__del__ runs during
+    interpreter shutdown, after the host's modules were torn down, and prints "AttributeError: 'NoneType' object
+    has no attribute 'ON_DETACH'" below pytest's summary."""
+    host = booted_host()
+    if host is not None:
+        release_host_models(host, final=True)
 
 
 @pytest.fixture(scope="session")

@@ -76,6 +76,13 @@ def text_cond(seed: int = 0):
     return [[torch.randn(1, 77, 1024, generator=g), {}]]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _booted_host(comfy_host):
+    """Every test here reads the pack's modules as the host imported them (pack_module), so the host is booted
+    first whatever ran before: the module passes alone, in any subset and any order."""
+    return comfy_host
+
+
 @pytest.fixture(scope="module")
 def refiner(comfy_host):
     return load_tiny_refiner(comfy_host)
