@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "RunStoreError",
     "RunFolderError",
+    "ManifestDamagedError",
     "ChunkError",
     "ChunkCorruptError",
     "ChunkWriteError",
@@ -28,6 +29,11 @@ class RunStoreError(RuntimeError):
 
 class RunFolderError(RunStoreError):
     """A run folder that is not ours to use: foreign, another format version, another run's name."""
+
+
+class ManifestDamagedError(RunFolderError):
+    """``manifest.json`` is missing, not JSON or has malformed fields (but is not another program's or
+    another version's): the run can be rebuilt from its verified chunk files, when it has some."""
 
 
 class ChunkError(RunStoreError):

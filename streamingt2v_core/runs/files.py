@@ -8,8 +8,8 @@
   ComfyUI servers on one network share) never lose each other's updates.
 * :func:`move_aside`: a file that failed verification is renamed, never deleted.
 
-The low-level writes go through :func:`_open_new` and :func:`_write_all`, so tests can simulate a
-full disk (``ENOSPC``) or a read-only one (``EROFS``/``EACCES``) by replacing them.
+The low-level writes go through :func:`_open_new`, :func:`_write_all` and :func:`_open_lock`, so tests
+can simulate a full disk (``ENOSPC``) or a read-only one (``EROFS``/``EACCES``) by replacing them.
 """
 from __future__ import annotations
 
@@ -44,6 +44,10 @@ def temp_path_for(path: str, suffix: str = ".tmp") -> str:
 
 def _open_new(path: str) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644)
+
+
+def _open_lock(path: str) -> int:
+    return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:
@@ -98,7 +102,7 @@ def locked(folder: str, timeout_s: float = 600.0) -> Iterator[None]:
     Works across processes and across threads of one process (each call opens its own
     descriptor). Raises ``TimeoutError`` if the lock cannot be had within ``timeout_s``.
     """
-    fd = os.open(os.path.join(folder, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open_lock(os.path.join(folder, LOCK_NAME))
     try:
         _acquire(fd, timeout_s, folder)
         try:

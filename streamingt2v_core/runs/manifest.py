@@ -12,7 +12,14 @@ One manifest per run folder records:
   versions of chunk ``k`` (re-rolls, other settings) sit side by side; none is ever dropped;
 * ``timeline``: the chunk files that make up the video as last extended, in order, a consistent
   chain (each conditioned on the one before); Load Run reads this;
-* ``problems``: chunks that failed verification, when, why and where their files were moved.
+* ``timelines``: every video an Extend node produced from this run, by timeline id (the ``run``
+  output names one: ``<run name>@<id>``), with its base seed, frames and the time it was made, so
+  two Extend nodes sharing a run (other seeds, other lengths) each keep their own video;
+* ``problems``: chunks that failed verification, when, why and where their files were moved (and
+  a manifest that was rebuilt from the chunk files).
+
+Adding ``timelines`` kept the format readable by version 1 readers (they ignore the key), so the
+version stays 1.
 """
 from __future__ import annotations
 
@@ -21,7 +28,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .errors import RunFolderError
+from .errors import ManifestDamagedError, RunFolderError
 
 __all__ = ["FORMAT", "VERSION", "MANIFEST_NAME", "ChunkRecord", "Timeline", "Manifest", "parse_manifest", "utc_now"]
 
@@ -125,9 +132,14 @@ class Manifest:
     chunks: dict[str, ChunkRecord] = field(default_factory=dict)
     timeline: Timeline = field(default_factory=Timeline)
     problems: list[dict[str, Any]] = field(default_factory=list)
+    #: timeline id -> {"files", "total_frames", "seed", "prompt", "made", "chunk", "cond_frames"}
+    timelines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Set (never written) when this manifest was rebuilt from the chunk files in memory: what was rebuilt.
+    rebuilt: str | None = field(default=None, compare=False)
 
     def to_json(self) -> str:
         data = {"format": FORMAT, "version": VERSION, **asdict(self)}
+        data.pop("rebuilt")
         return json.dumps(data, indent=1) + "\n"
 
     def find(self, index: int, digest: str) -> ChunkRecord | None:
@@ -149,7 +161,7 @@ class Manifest:
             out.append(record)
         return out
 
-    def add_problem(self, index: int, file: str, reason: str, moved_to: str | None) -> None:
+    def add_problem(self, index: int | None, file: str, reason: str, moved_to: str | None) -> None:
         self.problems.append({"time": utc_now(), "index": index, "file": file, "reason": reason,
                               "moved_to": moved_to})
         del self.problems[:-MAX_PROBLEMS]
@@ -161,8 +173,8 @@ def parse_manifest(text: str, run: str) -> Manifest:
     try:
         data = json.loads(text)
     except ValueError as err:
-        raise RunFolderError(run, f"run {run!r}: manifest.json is not valid JSON ({err}); the folder was left "
-                                  f"as it is") from None
+        raise ManifestDamagedError(run, f"run {run!r}: manifest.json is not valid JSON ({err}); the folder was "
+                                        f"left as it is") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise RunFolderError(run, f"run {run!r}: manifest.json is not a StreamingT2V run manifest (format "
@@ -178,14 +190,76 @@ def parse_manifest(text: str, run: str) -> Manifest:
             age = f"an unknown version ({version!r})"
         raise RunFolderError(run, f"run {run!r}: made by {age}; this version reads manifest version {VERSION}. "
                                   f"Nothing was changed: use another run_name (or the pack version that made it)")
-    try:
-        chunks = {name: ChunkRecord.from_dict(rec) for name, rec in data["chunks"].items()}
-        timeline = Timeline(**data["timeline"])
-        return Manifest(
-            run_name=str(data["run_name"]), identity=str(data["identity"]), created=str(data["created"]),
-            updated=str(data["updated"]), base=dict(data.get("base", {})), frame_shape=list(data["frame_shape"]),
-            chunks=chunks, timeline=timeline, problems=list(data.get("problems", [])),
-        )
-    except (KeyError, TypeError, AttributeError) as err:
-        raise RunFolderError(run, f"run {run!r}: manifest.json is damaged (missing or malformed field {err}); the "
-                                  f"folder was left as it is") from None
+    return _manifest_from(data, run)
+
+
+_INT = (int,)
+_KINDS = {"text": (str,), "integer": _INT, "object": (dict,), "list": (list,), "number": (int, float)}
+
+
+def _get(data: dict, key: str, kind: str, where: str, run: str, default: Any = ..., nullable: bool = False) -> Any:
+    """``data[key]`` checked to be of ``kind``; else :class:`ManifestDamagedError` naming the field (``where``)."""
+    name = f"{where}.{key}" if where else key
+    if key not in data:
+        if default is not ...:
+            return default
+        raise ManifestDamagedError(run, f"run {run!r}: manifest.json is damaged (the field {name!r} is missing); "
+                                        f"the folder was left as it is")
+    value = data[key]
+    if value is None and nullable:
+        return None
+    ok = isinstance(value, _KINDS[kind]) and not (kind in ("integer", "number") and isinstance(value, bool))
+    if not ok:
+        raise ManifestDamagedError(run, f"run {run!r}: manifest.json is damaged (the field {name!r} should be "
+                                        f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}, found {value!r:.60}); the "
+                                        f"folder was left as it is")
+    return value
+
+
+def _int_list(data: dict, key: str, where: str, run: str) -> list[int]:
+    values = _get(data, key, "list", where, run)
+    for i, v in enumerate(values):
+        _get({str(i): v}, str(i), "integer", f"{where}.{key}" if where else key, run)
+    return list(values)
+
+
+def _record_from(name: str, d: Any, run: str) -> ChunkRecord:
+    where = f"chunks.{name}"
+    if not isinstance(d, dict):
+        _get({where: d}, where, "object", "", run)
+    return ChunkRecord(
+        file=_get(d, "file", "text", where, run), index=_get(d, "index", "integer", where, run),
+        digest=_get(d, "digest", "text", where, run), parent=_get(d, "parent", "text", where, run, nullable=True),
+        frames=_int_list(d, "frames", where, run), shape=_int_list(d, "shape", where, run),
+        dtype=_get(d, "dtype", "text", where, run), sha256=_get(d, "sha256", "text", where, run),
+        size=_get(d, "size", "integer", where, run),
+        seed=_get(d, "seed", "integer", where, run, None, nullable=True),
+        prompt=_get(d, "prompt", "text", where, run, None, nullable=True),
+        settings=dict(_get(d, "settings", "object", where, run, {})),
+        seconds=_get(d, "seconds", "number", where, run, None, nullable=True),
+        written=_get(d, "written", "text", where, run, ""), writer=_get(d, "writer", "text", where, run, ""),
+    )
+
+
+def _manifest_from(data: dict, run: str) -> Manifest:
+    chunks = {name: _record_from(name, rec, run) for name, rec in _get(data, "chunks", "object", "", run).items()}
+    t = _get(data, "timeline", "object", "", run)
+    files = _get(t, "files", "list", "timeline", run)
+    for i, f in enumerate(files):
+        _get({str(i): f}, str(i), "text", "timeline.files", run)
+    timeline = Timeline(total_frames=_get(t, "total_frames", "integer", "timeline", run),
+                        first_chunk=_get(t, "first_chunk", "integer", "timeline", run),
+                        chunk=_get(t, "chunk", "integer", "timeline", run, 16),
+                        cond_frames=_get(t, "cond_frames", "integer", "timeline", run, 8), files=list(files))
+    timelines = _get(data, "timelines", "object", "", run, {})
+    for tid, entry in timelines.items():
+        _get({tid: entry}, tid, "object", "timelines", run)
+        _get(entry, "files", "list", f"timelines.{tid}", run)
+        _get(entry, "total_frames", "integer", f"timelines.{tid}", run)
+    return Manifest(
+        run_name=_get(data, "run_name", "text", "", run), identity=_get(data, "identity", "text", "", run),
+        created=_get(data, "created", "text", "", run), updated=_get(data, "updated", "text", "", run),
+        base=dict(_get(data, "base", "object", "", run, {})), frame_shape=_int_list(data, "frame_shape", "", run),
+        chunks=chunks, timeline=timeline, problems=list(_get(data, "problems", "list", "", run, [])),
+        timelines=dict(timelines),
+    )

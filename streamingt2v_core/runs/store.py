@@ -23,24 +23,24 @@ Rules:
 """
 from __future__ import annotations
 
-import hashlib
-import json
+import errno
+import logging
 import os
-import re
 import socket
-import time
-import unicodedata
+import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 
-from .errors import ChunkCorruptError, ChunkWriteError, RunFolderError, RunStoreError
+from .chunkfile import TENSOR_KEY, chunk_file_name, decode_chunk, encode_chunk, sha256
+from .errors import ChunkCorruptError, ChunkWriteError, ManifestDamagedError, RunFolderError, RunStoreError
 from .files import LOCK_NAME, locked, move_aside, write_atomic
-from .manifest import FORMAT, MANIFEST_NAME, ChunkRecord, Manifest, Timeline, parse_manifest, utc_now
+from .manifest import MANIFEST_NAME, ChunkRecord, Manifest, Timeline, parse_manifest, utc_now
+from .names import (RESERVED_NAMES, TIMELINE_ID_RE, auto_run_name, name_problem, slugify, split_ref, timeline_id,
+                    validate_run_name)
+from .rebuild import chunk_file_names, has_own_chunk_files, rebuild_manifest
 
 __all__ = [
     "CHUNKS_DIR",
@@ -55,76 +55,56 @@ __all__ = [
     "auto_run_name",
     "validate_run_name",
     "video_frames",
+    "split_ref",
+    "timeline_id",
+    "RESERVED_NAMES",
+    "TENSOR_KEY",
+    "READ_ONLY_ERRNOS",
 ]
+
+logger = logging.getLogger(__name__)
 
 CHUNKS_DIR = "chunks"
 VIDEOS_DIR = "videos"
-TENSOR_KEY = "frames"
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,99}$")
-
-
-# ------------------------------------------------------------------------------------------------ names
-
-def slugify(text: str, max_len: int = 40) -> str:
-    """A readable folder-name part of ``text``: ``"A cat walks!"`` -> ``"a-cat-walks"`` (ASCII, <= max_len)."""
-    ascii_text = unicodedata.normalize("NFKD", text or "").encode("ascii", "ignore").decode()
-    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
-    if len(slug) > max_len:
-        cut = slug[:max_len]
-        slug = cut.rsplit("-", 1)[0] if "-" in cut[max_len // 2:] else cut
-    return slug.strip("-") or "run"
-
-
-def auto_run_name(hint: str, identity: str, date: str | None = None) -> str:
-    """``<date>_<slug of hint>_<identity[:8]>``, e.g. ``2026-12-01_a-cat-walks_1a2b3c4d``."""
-    return f"{date or time.strftime('%Y-%m-%d')}_{slugify(hint)}_{identity[:8]}"
-
-
-def validate_run_name(name: str) -> str:
-    """A run name usable as one folder name; raises :class:`RunFolderError` naming ``run_name``."""
-    if not isinstance(name, str) or not _NAME_RE.match(name) or name.endswith((" ", ".")):
-        raise RunFolderError(str(name), f"run_name: expected a folder name of 1-100 letters, digits, '.', '_', "
-                                        f"'-' or spaces (not starting with '.'), got {name!r}")
-    return name
-
-
-def chunk_file_name(index: int, digest: str) -> str:
-    return f"chunk_{index:05d}_{digest[:16]}.safetensors"
-
-
-# ------------------------------------------------------------------------------------------------ payloads
-
-def encode_chunk(frames: torch.Tensor, index: int, digest: str) -> bytes:
-    """The safetensors bytes of a chunk (uint8 ``[n, H, W, 3]``), with its index and digest as metadata."""
-    if frames.dtype != torch.uint8 or frames.ndim != 4:
-        raise ValueError(f"chunk {index}: expected uint8 frames [n, H, W, C], got {frames.dtype} "
-                         f"{tuple(frames.shape)}")
-    # One metadata entry: safetensors writes several in a random order, and the same chunk must give the same
-    # bytes in every process (content addressing, concurrent writers, hashes compared across runs).
-    meta = json.dumps({"format": FORMAT, "index": index, "digest": digest}, sort_keys=True)
-    return st_save({TENSOR_KEY: frames.detach().to("cpu").contiguous()}, metadata={"streamingt2v": meta})
-
-
-def decode_chunk(data: bytes) -> torch.Tensor:
-    tensors = st_load(data)
-    if set(tensors) != {TENSOR_KEY}:
-        raise ValueError(f"expected one tensor {TENSOR_KEY!r}, found {sorted(tensors)}")
-    return tensors[TENSOR_KEY]
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
+#: What a read-only folder (an archive, a share mounted read-only) answers a write with.
+READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
 def _writer() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+#: path -> (inode, size, mtime_ns, sha256) of chunk files this process verified or wrote: a file whose size and
+#: mtime did not change since is not read again when its frames come from memory (see :meth:`Run.check`).
+_VERIFIED: dict[str, tuple[int, int, int, str]] = {}
+#: run folder -> (manifest stat, chunks/ stat, manifest rebuilt in memory): listing a damaged run twice rebuilds once.
+_REBUILT: dict[str, tuple[Any, Any, Manifest]] = {}
+_cache_lock = threading.Lock()
+
+
+def _stat_key(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def _remember_verified(path: str, sha: str) -> None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return
+    with _cache_lock:
+        _VERIFIED[path] = (st.st_ino, st.st_size, st.st_mtime_ns, sha)
 
 
 # ------------------------------------------------------------------------------------------------ store
 
 @dataclass
 class RunInfo:
-    """One run folder as listed by :meth:`RunStore.list_runs` (``problem`` set when unreadable)."""
+    """One run folder as listed by :meth:`RunStore.list_runs` (``problem`` set when unreadable).
+
+    ``note``: set when the manifest was rebuilt from the chunk files in memory (what was rebuilt); ``created``:
+    when the run began; ``timelines``: the videos Extend nodes made from it (:meth:`Run.timelines`)."""
 
     name: str
     updated: str = ""
@@ -133,6 +113,9 @@ class RunInfo:
     total_frames: int = 0
     frames_stored: int = 0
     problem: str | None = None
+    created: str = ""
+    note: str | None = None
+    timelines: list[dict[str, Any]] = field(default_factory=list)
 
 
 class RunStore:
@@ -145,24 +128,28 @@ class RunStore:
         return os.path.join(self.root, validate_run_name(name))
 
     def run_names(self) -> list[str]:
-        """Names of the folders under the root that hold a ``manifest.json`` (sorted)."""
+        """Names of the folders under the root that hold a ``manifest.json`` or chunk files (sorted)."""
         try:
             entries = sorted(os.listdir(self.root))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return []
-        return [n for n in entries if _NAME_RE.match(n) and os.path.isfile(os.path.join(self.root, n, MANIFEST_NAME))]
+        return [n for n in entries if name_problem(n) is None and (
+            os.path.isfile(os.path.join(self.root, n, MANIFEST_NAME))
+            or chunk_file_names(os.path.join(self.root, n, CHUNKS_DIR)))]
 
     def list_runs(self) -> list[RunInfo]:
         out = []
         for name in self.run_names():
+            run = Run(self, name)
             try:
-                m = Run(self, name).manifest()
+                m = run.manifest()
             except RunStoreError as err:
                 out.append(RunInfo(name=name, problem=str(err)))
                 continue
             records = m.timeline_records()
             out.append(RunInfo(name=name, updated=m.updated, identity=m.identity, chunks=len(records),
-                               total_frames=m.timeline.total_frames, frames_stored=video_frames(m)))
+                               total_frames=m.timeline.total_frames, frames_stored=video_frames(m),
+                               created=m.created, note=m.rebuilt, timelines=run.timelines(m)))
         return out
 
     def latest(self) -> str | None:
@@ -171,36 +158,47 @@ class RunStore:
         return max(runs, key=lambda r: r.updated).name if runs else None
 
     def find_identity(self, identity: str) -> str | None:
-        """The most recently updated run with this identity digest, or None."""
+        """The most recently updated run with this identity digest (a damaged one that can be rebuilt included),
+        or None."""
         runs = [r for r in self.list_runs() if r.problem is None and r.identity == identity]
         return max(runs, key=lambda r: r.updated).name if runs else None
 
     def open(self, name: str) -> "Run":
-        """An existing run (its manifest must be readable and ours)."""
+        """An existing run (its manifest must be readable and ours, or rebuildable from its chunk files)."""
         run = Run(self, validate_run_name(name))
-        if not os.path.isfile(run.manifest_path):
-            raise RunFolderError(name, f"run {name!r}: no such run in {self.root}")
+        if not os.path.isfile(run.manifest_path) and not chunk_file_names(run.chunks_dir):
+            known = self.run_names()
+            hint = f" (runs there: {', '.join(known[:8])}{', ...' if len(known) > 8 else ''})" if known else \
+                " (it holds no runs)"
+            raise RunFolderError(name, f"run {name!r}: no such run in {self.root}{hint}")
         run.manifest()
         return run
 
     def open_or_create(self, name: str, identity: str, base: dict[str, Any], frame_shape: list[int]) -> "Run":
         """The run ``name`` for ``identity``: created if absent, reused if it has the same identity.
 
-        Raises :class:`RunFolderError` (naming ``run_name``) for a folder that holds files but no
-        manifest (not ours), a foreign/older/newer manifest, or a run made with different base
-        settings (another first chunk or working size). Nothing in such a folder is touched.
+        A damaged or missing manifest is rebuilt from the run's verified chunk files (and written, the damaged
+        file kept aside); the report is in the run's ``notes``. A run on a read-only folder (an archive, a share
+        mounted read-only) is opened read-only: what is stored is reused, and only a write of something new fails.
+        Raises :class:`RunFolderError` (naming ``run_name``) for a folder that holds files but no manifest and no
+        chunks of ours (not ours), a foreign/older/newer manifest, or a run made with different base settings
+        (another first chunk or working size). Nothing in such a folder is touched.
         """
         folder = self.folder(name)
+        name = os.path.basename(folder)  # NFC
         self._refuse_foreign(name, folder)
         try:
             os.makedirs(folder, exist_ok=True)
             with locked(folder):
                 self._refuse_foreign(name, folder)
                 run = Run(self, name)
-                if os.path.isfile(run.manifest_path):
+                if os.path.isfile(run.manifest_path) or chunk_file_names(run.chunks_dir):
                     m = run.manifest()
                     if m.identity != identity:
-                        raise RunFolderError(name, _conflict_message(name, m, base))
+                        raise RunFolderError(name, _conflict_message(name, m, base, identity))
+                    if m.rebuilt:
+                        run.notes.append(f"⚠ run {name!r}: {m.rebuilt}; the rebuilt manifest was written")
+                        run._write_manifest(m)
                     return run
                 now = utc_now()
                 m = Manifest(run_name=name, identity=identity, created=now, updated=now, base=dict(base),
@@ -209,8 +207,24 @@ class RunStore:
                 write_atomic(run.manifest_path, m.to_json().encode())
                 return run
         except OSError as err:
+            run = Run(self, name)
+            if err.errno in READ_ONLY_ERRNOS and (os.path.isfile(run.manifest_path)
+                                                  or chunk_file_names(run.chunks_dir)):
+                return self._open_read_only(run, identity, base, err)
             raise RunStoreError(name, f"run {name!r}: cannot create or open the run folder {folder} "
                                       f"({err.strerror or err})") from err
+
+    def _open_read_only(self, run: "Run", identity: str, base: dict[str, Any], err: OSError) -> "Run":
+        m = run.manifest()
+        if m.identity != identity:
+            raise RunFolderError(run.name, _conflict_message(run.name, m, base, identity))
+        run.read_only = err.strerror or str(err)
+        if m.rebuilt:
+            run.notes.append(f"⚠ run {run.name!r}: {m.rebuilt}; the folder is read-only ({run.read_only}), so the "
+                             f"rebuilt manifest is used in memory only")
+        logger.info("StreamingT2V run store: run %r is read-only (%s): stored chunks are reused, new ones cannot be "
+                    "stored", run.name, run.read_only)
+        return run
 
     def open_auto(self, identity: str, hint: str, base: dict[str, Any], frame_shape: list[int],
                   date: str | None = None) -> "Run":
@@ -230,7 +244,8 @@ class RunStore:
 
     @staticmethod
     def _refuse_foreign(name: str, folder: str) -> None:
-        """A folder with files but no manifest is not a run of ours: refuse, touching nothing."""
+        """A folder with files but neither a manifest nor chunk files of ours is not a run: refuse, touching
+        nothing."""
         if not os.path.isdir(folder) or os.path.isfile(os.path.join(folder, MANIFEST_NAME)):
             return
         # Ours even without a manifest yet: the lock, another process's manifest being written (its temp file)
@@ -240,34 +255,49 @@ class RunStore:
         chunks = os.path.join(folder, CHUNKS_DIR)
         if not entries or (entries == [CHUNKS_DIR] and os.path.isdir(chunks) and not os.listdir(chunks)):
             return
+        if has_own_chunk_files(chunks):
+            return  # a run whose manifest is gone: rebuilt from its chunk files
         raise RunFolderError(name, f"run_name: the folder {folder} holds files ({', '.join(entries[:5])}) but no "
-                                   f"manifest.json, so it is not a StreamingT2V run; it was left as it is: "
-                                   f"choose another run_name")
+                                   f"manifest.json and no chunk files of ours, so it is not a StreamingT2V run; it "
+                                   f"was left as it is: choose another run_name")
 
 
-def _conflict_message(name: str, m: Manifest, base: dict[str, Any]) -> str:
-    theirs = ", ".join(f"{k} {m.base[k]!r}" for k in ("prompt", "width", "height", "first_chunk_frames")
-                       if k in m.base)
-    ours = ", ".join(f"{k} {base[k]!r}" for k in ("prompt", "width", "height", "first_chunk_frames") if k in base)
-    return (f"run_name: the run {name!r} was made from another first chunk or working size ({theirs}; this graph: "
-            f"{ours}), so its chunks cannot continue this video. Nothing was overwritten: choose another run_name, "
-            f"or 'auto' to find or start the run that matches")
+def _conflict_message(name: str, m: Manifest, base: dict[str, Any], identity: str = "") -> str:
+    keys = ("prompt", "width", "height", "first_chunk_frames")
+    differ = [k for k in keys if k in m.base and k in base and m.base[k] != base[k]]
+    if differ:
+        theirs = ", ".join(f"{k} {m.base[k]!r}" for k in differ)
+        ours = ", ".join(f"{k} {base[k]!r}" for k in differ)
+        what = f"another first chunk or working size ({theirs}; this graph: {ours})"
+    else:
+        same = ", ".join(f"{k} {base[k]!r}" for k in keys if k in base)
+        what = (f"another first chunk: the same {same or 'settings'}, but other frames (its first chunk "
+                f"{m.identity[:8]}, made {m.created[:16].replace('T', ' ')} UTC; this graph's {identity[:8] or '?'}: "
+                f"e.g. an Initial Chunk with another seed)")
+    return (f"run_name: the run {name!r} was made from {what}, so its chunks cannot continue this video. Nothing was "
+            f"overwritten: choose another run_name, or 'auto' to find or start the run that matches")
 
 
 def video_frames(m: Manifest) -> int:
     """Frames the timeline holds (its chunks' frames, trimmed to ``total_frames``)."""
-    records = m.timeline_records()
+    return _frames_of(m.timeline_records(), m.timeline.total_frames)
+
+
+def _frames_of(records: list[ChunkRecord], total_frames: int) -> int:
     if not records:
         return 0
-    stored = records[0].shape[0] + sum(r.shape[0] for r in records[1:])
-    return min(stored, m.timeline.total_frames) if m.timeline.total_frames else stored
+    stored = sum(r.shape[0] for r in records)
+    return min(stored, total_frames) if total_frames else stored
 
 
 # ------------------------------------------------------------------------------------------------ one run
 
 class Run:
     """One run folder. Every method re-reads the manifest (cached by file identity), so several
-    processes can work on one run."""
+    processes can work on one run.
+
+    ``read_only``: why the folder cannot be written (None: it can, as far as we know); ``notes``: what opening
+    it found that the node must report (a rebuilt manifest)."""
 
     def __init__(self, store: RunStore, name: str) -> None:
         self.store = store
@@ -277,6 +307,8 @@ class Run:
         self.chunks_dir = os.path.join(self.folder, CHUNKS_DIR)
         self.videos_dir = os.path.join(self.folder, VIDEOS_DIR)
         self._cached: tuple[tuple[int, int, int], Manifest] | None = None
+        self.read_only: str | None = None
+        self.notes: list[str] = []
 
     def __repr__(self) -> str:
         return f"Run({self.name!r} in {self.store.root!r})"
@@ -284,36 +316,76 @@ class Run:
     # -- manifest --------------------------------------------------------------------------------
 
     def manifest(self) -> Manifest:
-        """The current manifest (parsed again only when the file changed)."""
-        try:
-            st = os.stat(self.manifest_path)
-        except FileNotFoundError:
-            raise RunFolderError(self.name, f"run {self.name!r}: manifest.json is missing in {self.folder}") from None
-        key = (st.st_ino, st.st_mtime_ns, st.st_size)
-        if self._cached is not None and self._cached[0] == key:
+        """The current manifest (parsed again only when the file changed).
+
+        A manifest that is missing (with chunk files there), not JSON or has malformed fields is rebuilt in memory
+        from the verified chunk files (:mod:`.rebuild`; its ``rebuilt`` says what was rebuilt): reading works
+        on a read-only folder too; the rebuilt manifest is written by the next change (the damaged file is kept).
+        """
+        key = _stat_key(self.manifest_path)
+        if key is not None and self._cached is not None and self._cached[0] == key:
             return self._cached[1]
-        with open(self.manifest_path, encoding="utf-8") as f:
-            m = parse_manifest(f.read(), self.name)
+        if key is None:
+            if not chunk_file_names(self.chunks_dir):
+                raise RunFolderError(self.name, f"run {self.name!r}: manifest.json is missing in {self.folder}")
+            return self._rebuilt(key, f"run {self.name!r}: manifest.json is missing")
+        try:
+            with open(self.manifest_path, encoding="utf-8", errors="replace") as f:
+                m = parse_manifest(f.read(), self.name)
+        except FileNotFoundError:
+            return self.manifest()  # replaced between stat and open: read the new one
+        except ManifestDamagedError as err:
+            return self._rebuilt(key, str(err).replace("; the folder was left as it is", ""))
         self._cached = (key, m)
         return m
 
+    def _rebuilt(self, key, why: str) -> Manifest:
+        chunks_key = _stat_key(self.chunks_dir)
+        with _cache_lock:
+            cached = _REBUILT.get(self.folder)
+        if cached is not None and cached[0] == key and cached[1] == chunks_key:
+            return cached[2]
+        m = rebuild_manifest(self.folder, self.chunks_dir, self.name, why)
+        with _cache_lock:
+            _REBUILT[self.folder] = (key, chunks_key, m)
+        logger.warning("StreamingT2V run store: %s", m.rebuilt)
+        return m
+
+    def _write_manifest(self, m: Manifest) -> None:
+        """Write ``m`` (under the lock, by the caller); a rebuilt one keeps the damaged file aside and says so."""
+        if m.rebuilt:
+            moved = move_aside(self.manifest_path, "damaged") if os.path.exists(self.manifest_path) else None
+            m.add_problem(None, MANIFEST_NAME, m.rebuilt, moved and os.path.basename(moved))
+            m.rebuilt = None
+            with _cache_lock:
+                _REBUILT.pop(self.folder, None)
+        m.updated = utc_now()
+        write_atomic(self.manifest_path, m.to_json().encode())
+        self._cached = None
+
     def _update(self, change) -> Any:
         """Read-modify-write of the manifest under the run's lock; ``change(m)`` returns
-        ``(result, changed)`` and the manifest is rewritten only when ``changed``."""
+        ``(result, changed)`` and the manifest is rewritten only when ``changed`` (or rebuilt)."""
         with locked(self.folder):
             self._cached = None
             m = self.manifest()
             result, changed = change(m)
-            if changed:
-                m.updated = utc_now()
-                write_atomic(self.manifest_path, m.to_json().encode())
-                self._cached = None
+            if changed or m.rebuilt:
+                self._write_manifest(m)
             return result
 
     def begin(self, total_frames: int, first_chunk: int, chunk: int, cond_frames: int, num_chunks: int) -> None:
-        """Record the plan being made; the timeline keeps at most its first ``num_chunks`` chunks."""
+        """Record the plan being made; the timeline keeps at most its first ``num_chunks`` chunks (no write, and
+        no lock, when it is already so: a resume on a read-only folder)."""
+        def new_timeline(m: Manifest) -> Timeline:
+            return Timeline(total_frames, first_chunk, chunk, cond_frames, m.timeline.files[:num_chunks])
+
+        current = self.manifest()
+        if not current.rebuilt and new_timeline(current) == current.timeline:
+            return
+
         def change(m: Manifest):
-            new = Timeline(total_frames, first_chunk, chunk, cond_frames, m.timeline.files[:num_chunks])
+            new = new_timeline(m)
             if new == m.timeline:
                 return None, False
             m.timeline = new
@@ -322,6 +394,8 @@ class Run:
         try:
             self._update(change)
         except OSError as err:
+            if self.read_only and err.errno in READ_ONLY_ERRNOS:
+                return  # the plan is not recorded; what is stored is still reused (a new chunk's write says so)
             raise RunStoreError(self.name, f"run {self.name!r}: cannot update the manifest in {self.folder} "
                                            f"({err.strerror or err})") from err
 
@@ -368,6 +442,22 @@ class Run:
         moved = self._quarantine(record, reason)
         raise ChunkCorruptError(self.name, record.index, reason, moved)
 
+    def check(self, record: ChunkRecord) -> None:
+        """That ``record``'s file still holds what the manifest records, cheaply: when its size and mtime are those
+        this process last verified, nothing is read; else it is verified in full (:meth:`read`: a bad file is moved
+        aside and :class:`ChunkCorruptError` raised). For chunks whose frames come from memory, so the run folder
+        and the output never disagree."""
+        path = os.path.join(self.chunks_dir, record.file)
+        try:
+            st = os.stat(path)
+        except OSError:
+            st = None
+        with _cache_lock:
+            known = _VERIFIED.get(path)
+        if st is not None and known == (st.st_ino, st.st_size, st.st_mtime_ns, record.sha256):
+            return
+        self.read(record)
+
     def _check(self, record: ChunkRecord, frame_shape) -> tuple[torch.Tensor | None, str]:
         path = os.path.join(self.chunks_dir, record.file)
         try:
@@ -379,7 +469,7 @@ class Run:
             return None, f"file {record.file} cannot be read ({err.strerror or err})"
         if len(data) != record.size:
             return None, f"file {record.file} has {len(data)} bytes, the manifest records {record.size} (truncated or replaced)"
-        if _sha256(data) != record.sha256:
+        if sha256(data) != record.sha256:
             return None, f"file {record.file}: SHA-256 differs from the manifest (altered or replaced)"
         try:
             frames = decode_chunk(data)
@@ -390,6 +480,7 @@ class Run:
                           f"{record.dtype} {record.shape}")
         if frame_shape is not None and list(frames.shape[1:]) != list(frame_shape):
             return None, f"file {record.file} holds frames of {list(frames.shape[1:])}, this run needs {list(frame_shape)}"
+        _remember_verified(path, record.sha256)
         return frames, ""
 
     def _quarantine(self, record: ChunkRecord, reason: str) -> str | None:
@@ -410,12 +501,96 @@ class Run:
         except OSError:
             return None  # read-only store: the bad file stays where it is, and is still never used
 
-    def timeline_chunks(self, frame_shape: list[int] | None = None) -> Iterator[tuple[ChunkRecord, torch.Tensor]]:
-        """The timeline's chunks in order, each verified (see :meth:`read`)."""
+    def timeline_chunks(self, frame_shape: list[int] | None = None,
+                        records: list[ChunkRecord] | None = None) -> Iterator[tuple[ChunkRecord, torch.Tensor]]:
+        """The chunks of the timeline (or of ``records``, from :meth:`resolve`) in order, each verified (see
+        :meth:`read`)."""
         m = self.manifest()
         shape = frame_shape or m.frame_shape
-        for record in m.timeline_records():
+        for record in (m.timeline_records() if records is None else records):
             yield record, self.read(record, shape)
+
+    # -- timelines (what the ``run`` output names) --------------------------------------------------------
+
+    def record_timeline(self, files: list[str | None], total_frames: int, seed: int | None,
+                        prompt: str | None = None) -> str:
+        """The id of the video an Extend node just made from this run (its chunk ``files``, None where a chunk could
+        not be stored), recorded in the manifest's ``timelines`` with its seed and time when it is new (a failed
+        write is only logged: the id alone finds the chunks, see :meth:`resolve`)."""
+        m = self.manifest()
+        last = m.chunks.get(files[-1]) if files and files[-1] else None
+        if last is None or not all(files):
+            return timeline_id(total_frames, None)
+        tid = timeline_id(total_frames, last.digest)
+        entry = m.timelines.get(tid)
+        if entry is not None and entry.get("files") == list(files):
+            return tid
+        plan = m.timeline
+        new = {"files": list(files), "total_frames": int(total_frames), "seed": seed, "prompt": prompt,
+               "made": utc_now(), "chunk": plan.chunk, "cond_frames": plan.cond_frames}
+
+        def change(m: Manifest):
+            m.timelines[tid] = new
+            return None, True
+
+        try:
+            self._update(change)
+        except OSError as err:
+            logger.info("StreamingT2V run store: run %r: timeline %s not recorded (%s)", self.name, tid,
+                        err.strerror or err)
+        return tid
+
+    def resolve(self, tid: str) -> tuple[list[ChunkRecord], int]:
+        """The chunk records and frame count of timeline ``tid`` (from :meth:`record_timeline`): from the manifest's
+        ``timelines``, else (a rebuilt manifest) by following the parents of its last chunk back to chunk 0. Raises
+        :class:`RunFolderError` saying what is missing when the run no longer holds that video."""
+        m = self.manifest()
+        match = TIMELINE_ID_RE.match(tid or "")
+        if match is None:
+            raise RunFolderError(self.name, f"run {self.name!r}: {tid!r} is not a timeline id (expected "
+                                            f"'<frames>f-<the last chunk's digest>', as Extend's run output gives)")
+        total, digest16 = int(match[1]), match[2]
+        if digest16 == "incomplete":
+            raise RunFolderError(self.name, f"run {self.name!r}: the Extend that gave this run could not store all "
+                                            f"of its chunks (see its info output), so its video cannot be loaded "
+                                            f"from the run; queue it again once the folder can be written")
+        entry = m.timelines.get(tid)
+        if entry is not None:
+            records = [m.chunks.get(f) for f in entry["files"]]
+            missing = [f for f, r in zip(entry["files"], records) if r is None]
+        else:
+            last = [r for r in m.chunks.values() if r.digest.startswith(digest16)]
+            records, missing = list(last[:1]), ([] if last else [f"the chunk with digest {digest16}"])
+            while records and records[-1].index > 0 and not missing:
+                parent = m.chunks.get(records[-1].parent or "")
+                if parent is None or parent.index != records[-1].index - 1:
+                    missing.append(records[-1].parent or f"chunk {records[-1].index - 1}")
+                else:
+                    records.append(parent)
+            records.reverse()
+        if missing:
+            raise RunFolderError(self.name, f"run {self.name!r} changed: the video {tid} ({total} frames) that Extend "
+                                            f"made needs {missing[0]}, which the run no longer holds (moved aside "
+                                            f"after failing verification: see the manifest's problems). Nothing was "
+                                            f"loaded; queue that Extend again to make it again")
+        return records, _frames_of(records, total)
+
+    def timelines(self, m: Manifest | None = None) -> list[dict[str, Any]]:
+        """The recorded timelines, oldest first, for the readout and Load Run's list: id, ``ref`` (what the run
+        output gives), base seed (text: JavaScript numbers lose digits past 2**53), frames, chunks, when made, the
+        prompt, whether it is the run's current timeline, and a short ``label``."""
+        m = m or self.manifest()
+        out = []
+        for tid, e in sorted(m.timelines.items(), key=lambda kv: kv[1].get("made", "")):
+            seed = e.get("seed")
+            made = str(e.get("made", ""))[:16].replace("T", " ")
+            out.append({"id": tid, "ref": f"{self.name}@{tid}", "seed": None if seed is None else str(seed),
+                        "total_frames": e.get("total_frames"), "chunks": len(e.get("files", [])), "made": e.get("made"),
+                        "prompt": e.get("prompt"),
+                        "current": e.get("files") == m.timeline.files
+                        and m.timeline.total_frames in (0, e.get("total_frames")),
+                        "label": f"seed {seed}, {e.get('total_frames')} frames, {made} UTC"})
+        return out
 
     # -- writing -----------------------------------------------------------------------------------
 
@@ -430,10 +605,17 @@ class Run:
         :class:`ChunkWriteError`; the caller still has ``frames``.
         """
         frames = frames.detach().to("cpu", torch.uint8).contiguous()
-        data = encode_chunk(frames, index, digest)
+        current = self.manifest()
+        # What a rebuild needs besides the record's fields (all of them follow from the digest: see .chunkfile).
+        meta: dict[str, Any] = {"parent": parent, "frames": list(frame_range), "seed": seed, "prompt": prompt,
+                                "settings": dict(settings or {}), "chunk": current.timeline.chunk,
+                                "cond_frames": current.timeline.cond_frames}
+        if index == 0:
+            meta.update(identity=current.identity, base=current.base)
+        data = encode_chunk(frames, index, digest, meta)
         name = chunk_file_name(index, digest)
         record = ChunkRecord(file=name, index=index, digest=digest, parent=parent, frames=list(frame_range),
-                             shape=list(frames.shape), dtype="uint8", sha256=_sha256(data), size=len(data),
+                             shape=list(frames.shape), dtype="uint8", sha256=sha256(data), size=len(data),
                              seed=seed, prompt=prompt, settings=dict(settings or {}),
                              seconds=None if seconds is None else round(float(seconds), 3), written=utc_now(),
                              writer=_writer())
@@ -448,6 +630,7 @@ class Run:
                     return (existing, theirs), changed
             os.makedirs(self.chunks_dir, exist_ok=True)
             write_atomic(path, data)
+            _remember_verified(path, record.sha256)
             m.chunks[name] = record
             if place:
                 m.timeline.place(index, name, parent)
@@ -456,12 +639,17 @@ class Run:
         try:
             return self._update(change)
         except OSError as err:
-            raise ChunkWriteError(self.name, index, err.strerror or str(err), err.errno) from err
+            reason = err.strerror or str(err)
+            if err.errno in READ_ONLY_ERRNOS:
+                reason = (f"the run folder {self.folder} is read-only ({reason}); the chunks it holds were reused, "
+                          f"but this chunk is new and must be written")
+            raise ChunkWriteError(self.name, index, reason, err.errno) from err
 
     # -- summary -----------------------------------------------------------------------------------
 
     def summary(self) -> dict[str, Any]:
-        """What the web readout needs: the timeline and every stored version, per chunk."""
+        """What the web readout needs: the timeline and every stored version, per chunk; the recorded timelines
+        (:meth:`timelines`) and, for a manifest rebuilt in memory, what was rebuilt (``note``)."""
         m = self.manifest()
 
         def brief(r: ChunkRecord) -> dict[str, Any]:
@@ -484,4 +672,6 @@ class Run:
             "frames_stored": video_frames(m),
             "versions": sorted((brief(r) for r in m.chunks.values()), key=lambda b: (b["index"], b["file"])),
             "problems": m.problems[-20:],
+            "timelines": self.timelines(m),
+            "note": m.rebuilt,
         }

@@ -46,22 +46,30 @@ Denoiser = Callable[[Tensor, Tensor], Tensor]
 StepCallback = Callable[[dict[str, Any]], None]
 
 _MASK64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+
+
+def _fmix64(z: int) -> int:
+    """SplitMix64's finaliser: a bijection of 64-bit integers that mixes every input bit into every output bit."""
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
 
 
 def derive_seed(base_seed: int, *keys: int) -> int:
     """A seed in ``[0, 2**63)`` derived from ``base_seed`` and integer ``keys``.
 
-    A SplitMix64-style mix, so the result depends only on the integers (not on any RNG state,
-    platform or device): e.g. ``derive_seed(seed, chunk_index)`` gives every extension chunk
-    its own stream, and a resumed run re-derives exactly the same seeds.
+    The base seed is mixed fully (SplitMix64's finaliser) before any key is added, and each key
+    is mixed on its own before it is combined: so ``(seed, k)`` and ``(seed + 1, k - 1)`` give
+    unrelated seeds. (Version 1 added the key to the raw state before the first mix, so base
+    seed 34's chunk 1 was base seed 33's chunk 2: neighbouring seeds shared their noise, shifted
+    by one chunk.) The result depends only on the integers (not on any RNG state, platform or
+    device): ``derive_seed(seed, chunk_index)`` gives every extension chunk its own stream, and
+    a resumed run re-derives exactly the same seeds. js/runs.js mirrors this function.
     """
-    state = int(base_seed) & _MASK64
-    for key in (*keys, 0x5EED):
-        state = (state + 0x9E3779B97F4A7C15 + (int(key) & _MASK64)) & _MASK64
-        z = state
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-        state = z ^ (z >> 31)
+    state = _fmix64((int(base_seed) + _GOLDEN) & _MASK64)
+    for key in keys:
+        state = _fmix64(state ^ _fmix64((int(key) + 2 * _GOLDEN) & _MASK64))
     return state >> 1
 
 

@@ -12,6 +12,7 @@ import torch
 from streamingt2v_core.runs import (ChunkCorruptError, ChunkWriteError, RunFolderError, RunStore, RunStoreError,
                                     Timeline, chunk_file_name, files, video_frames)
 from streamingt2v_core.runs.manifest import FORMAT, VERSION
+from streamingt2v_core.runs.chunkfile import chunk_metadata
 from streamingt2v_core.runs.store import encode_chunk
 
 H, W = 4, 5
@@ -99,7 +100,9 @@ def test_a_tampered_chunk_is_detected_reported_and_moved_aside(tmp_path, tamper)
         data[-5] ^= 0xFF  # inside the frames: still a readable safetensors file
         open(path, "wb").write(bytes(data))
     elif tamper == "valid tensor swapped in":
-        swapped = encode_chunk(frames(1234), 2, rec.digest)  # right shape, dtype, metadata
+        meta = {k: v for k, v in chunk_metadata(original).items() if k not in ("format", "index", "digest",
+                                                                               "frames_sha256")}
+        swapped = encode_chunk(frames(1234), 2, rec.digest, meta)  # right shape, dtype, metadata
         assert len(swapped) == len(original)
         open(path, "wb").write(swapped)
     elif tamper == "truncated":
