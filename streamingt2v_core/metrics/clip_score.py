@@ -86,7 +86,7 @@ def _read_state_dict(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        from streamingt2v_core.models.loading.safe_pickle import describe_load_failure
+        from streamingt2v_core.safe_load import describe_load_failure
 
         # Never PyTorch's own text: it advises weights_only=False, which would run the pickle's code.
         reason = describe_load_failure(exc)

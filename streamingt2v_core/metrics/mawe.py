@@ -185,7 +185,7 @@ def load_raft_large(weights_path: str | os.PathLike, device: str | torch.device 
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        from streamingt2v_core.models.loading.safe_pickle import describe_load_failure
+        from streamingt2v_core.safe_load import describe_load_failure
 
         # Never PyTorch's own text: it advises weights_only=False, which would run the pickle's code.
         reason = describe_load_failure(exc)
