@@ -14,6 +14,7 @@ NODE_MODULES: list[str] = [
     "loader",
     "initial_chunk",
     "extend",
+    "extend_video_model",
     "runs",
     "plan",
     "metrics",

@@ -36,10 +36,12 @@ __all__ = [
     "ChunkSettings",
     "chunk_settings",
     "chunk_digest",
+    "host_model_fingerprint",
 ]
 
 #: Bump when what a digest covers changes: old stored chunks are then not reused (they stay on disk).
-DIGEST_VERSION = "streamingt2v-extend-v2"
+#: v3: chunk seeds are derived anew (samplers.derive_seed no longer repeats across neighbouring base seeds).
+DIGEST_VERSION = "streamingt2v-extend-v3"
 
 
 def _update_tensor(h: "hashlib._Hash", t: torch.Tensor, sample: bool = False) -> None:
@@ -223,6 +225,10 @@ def chunk_settings(job: Any, index: int) -> ChunkSettings:
         # The ControlNets and the hint frames of this chunk's own 16-frame range (nodes/controlnet.py): changing
         # chunk k's control frames re-samples chunk k (and, through the conditioning frames, the chunks after it).
         settings.hidden["control"] = digest(controls.digest_parts(index, job.positive_for(index), job.negative))
+    extra = job.extra_settings(index) if hasattr(job, "extra_settings") else None
+    if extra is not None:  # another node's job (StreamingT2V Extend (video model)): method, lengths, anchor...
+        settings.readable.update(extra[0])
+        settings.hidden.update(extra[1])
     return settings
 
 
@@ -230,3 +236,82 @@ def chunk_digest(settings: ChunkSettings, seed: int, cond_u8: torch.Tensor) -> s
     """The reuse key of a chunk: its settings, its seed and its exact uint8 conditioning frames."""
     readable, hidden = settings.digest_parts()
     return digest(DIGEST_VERSION, readable, hidden, int(seed), cond_u8)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Host models of any size (StreamingT2V Extend (video model))
+# --------------------------------------------------------------------------------------------------------------------
+
+#: Values sampled per weight tensor: the fingerprint costs the same for a 1.3B and a 14B model (about a millisecond
+#: per thousand tensors), never a read of all the weights.
+SAMPLES_PER_TENSOR = 16
+
+
+def _sample_bytes(t: torch.Tensor, n: int = SAMPLES_PER_TENSOR) -> bytes:
+    """``n`` evenly strided values of a tensor as raw bytes (any dtype, fp8 included; no full copy)."""
+    flat = t.detach().reshape(-1)
+    if flat.numel() == 0:
+        return b""
+    if flat.element_size() == 1 and flat.dtype != torch.uint8:
+        flat = flat.view(torch.uint8)  # fp8: numpy has no such dtype
+    step = max(1, flat.numel() // n)
+    picked = flat[::step][:n].contiguous()
+    return picked.view(torch.uint8).to("cpu").numpy().tobytes()
+
+
+def _base_weight(patcher: Any, key: str, tensor: torch.Tensor) -> torch.Tensor:
+    """The unpatched weight of ``key``: a loaded ModelPatcher patches LoRAs into the weights in place and keeps the
+    originals in ``backup``; the patches are fingerprinted apart."""
+    backup = getattr(patcher, "backup", None) or {}
+    held = backup.get(key)
+    weight = getattr(held, "weight", None)
+    return weight if torch.is_tensor(weight) else tensor
+
+
+def host_model_fingerprint(model: Any) -> str:
+    """Identity of a host MODEL (ModelPatcher) as sampled, in well under a second at any size.
+
+    Covers: the model class and its config (``unet_config``, the dtype), every weight's name, shape and dtype with
+    :data:`SAMPLES_PER_TENSOR` strided values of its unpatched weights (remembered per loaded model object), the
+    patches (LoRA: keys, strengths, adapter type and sampled adapter tensors), object patches and the
+    ``model_options`` (wrappers, CFG functions: opaque objects by identity, so a change samples again).
+    """
+    inner = model.model
+    base = getattr(inner, "_streamingt2v_host_fingerprint", None)
+    if base is None:
+        h = hashlib.sha256()
+        h.update(type(inner).__name__.encode())
+        config = getattr(getattr(inner, "model_config", None), "unet_config", None)
+        _update_value(h, config if isinstance(config, dict) else repr(config))
+        prefix = "diffusion_model."
+        for name, tensor in inner.diffusion_model.state_dict(keep_vars=True).items():
+            tensor = _base_weight(model, prefix + name, tensor)
+            h.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+            try:
+                h.update(_sample_bytes(tensor))
+            except (RuntimeError, TypeError):  # an exotic quantised tensor type: its name/shape/dtype only
+                pass
+        base = h.hexdigest()
+        try:
+            inner._streamingt2v_host_fingerprint = base
+        except AttributeError:
+            pass
+    h = hashlib.sha256()
+    h.update(base.encode())
+    h.update(str(model.model_dtype()).encode())
+    for key in sorted(model.patches):
+        h.update(key.encode())
+        for patch in model.patches[key]:
+            strength_patch, adapter, strength_model = patch[0], patch[1], patch[2]
+            h.update(repr((strength_patch, strength_model, type(adapter).__name__)).encode())
+            weights = getattr(adapter, "weights", adapter)
+            for t in (weights if isinstance(weights, (list, tuple)) else [weights]):
+                if torch.is_tensor(t):
+                    h.update(f"{tuple(t.shape)}{t.dtype}".encode())
+                    h.update(_sample_bytes(t, 64))
+                else:
+                    _update_value(h, t)
+    for key in sorted(model.object_patches):
+        h.update(f"object_patch:{key}@{id(model.object_patches[key])}".encode())
+    _update_value(h, model.model_options)
+    return h.hexdigest()

@@ -48,7 +48,8 @@ CHUNK_FRAMES = 16
 COND_FRAMES = 8
 NEW_FRAMES = CHUNK_FRAMES - COND_FRAMES
 
-#: ``sample_chunk(job, index, cond_frames, seed, callback) -> [16, H, W, 3]`` float frames (CPU).
+#: ``sample_chunk(job, index, cond_frames, seed, callback) -> [job.chunk_frames, H, W, 3]`` float frames (CPU):
+#: frames ``0..job.cond_frames-1`` re-generate (or repeat) the conditioning frames, the others are new.
 SampleChunk = Callable[["ExtensionJob", int, torch.Tensor, int, Callable | None], torch.Tensor]
 
 
@@ -78,16 +79,30 @@ class ExtensionJob:
     color_match: str = "off"
     #: "anchor": the first chunk's :class:`streamingt2v_core.color.LabStats`.
     color_reference: Any = None
+    #: Pixel frames per chunk (conditioning included) and conditioning frames: 16/8 for the StreamingT2V extender;
+    #: ``StreamingT2V Extend (video model)`` takes any lengths its VAE's temporal stride allows.
+    chunk_frames: int = CHUNK_FRAMES
+    cond_frames: int = COND_FRAMES
     _base: str | None = field(default=None, repr=False)
     _positive_digests: dict[int, str] = field(default_factory=dict, repr=False)
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
-        return (1, 4, CHUNK_FRAMES, self.height // 8, self.width // 8)
+        return (1, 4, self.chunk_frames, self.height // 8, self.width // 8)
+
+    @property
+    def new_frames(self) -> int:
+        """New frames per chunk (the chunk's frames after its conditioning frames)."""
+        return self.chunk_frames - self.cond_frames
+
+    def extra_settings(self, index: int) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """What chunk ``index`` depends on beyond Extend's settings (readable, hidden), for jobs of other nodes;
+        None here, so Extend's digests stay what they were."""
+        return None
 
     @property
     def decode_cond_frames(self) -> bool:
-        """Whether the chunk sampler must decode frames 0..7 (the re-generated conditioning frames) too."""
+        """Whether the chunk sampler must decode frames ``0..cond_frames-1`` (the re-generated conditioning frames)."""
         return self.color_match == "overlap"
 
     @property
@@ -141,6 +156,9 @@ class ExtensionResult:
     reports: list[ChunkReport]
     notes: list[str]
     run: Run | None
+    #: What the node's ``run`` output gives: ``<run name>@<timeline id>``, naming exactly this video (Load Run loads
+    #: it, or says that the run no longer holds it); "" without a run store.
+    run_ref: str = ""
 
     def count(self, *sources: str) -> int:
         return sum(r.source in sources for r in self.reports)
@@ -177,7 +195,7 @@ class ExtensionRun:
         self.chunk_seeds = dict(chunk_seeds or {})
         self.keep_frames = keep_frames
         self.reports: list[ChunkReport] = []
-        self.notes: list[str] = []
+        self.notes: list[str] = list(run.notes) if run is not None else []  # e.g. a manifest rebuilt on opening
         self._files: list[str | None] = []
         self._pinned: list[ChunkRecord] = []
         self._store_ok = run is not None
@@ -211,7 +229,8 @@ class ExtensionRun:
     def execute(self, first: torch.Tensor, total_frames: int, seed: int) -> ExtensionResult:
         """Extend ``first`` (``[F0, H, W, 3]`` float at the working size) and build the IMAGE output."""
         f0 = first.shape[0]
-        plan = extension_plan(total_frames, first_chunk=f0, chunk=CHUNK_FRAMES, cond_frames=COND_FRAMES)
+        job = self.job
+        plan = extension_plan(total_frames, first_chunk=f0, chunk=job.chunk_frames, cond_frames=job.cond_frames)
         self._plan = plan
         self._pinned = self.pinned_records()
         self._total_steps = max(1, (plan.num_chunks - 1) * self.job.steps)
@@ -221,7 +240,7 @@ class ExtensionRun:
         self._store_first_chunk(first_u8, plan)
         try:
             chunks = extend_chunks(first, self._chunk, total_frames, seed=seed, chunk_seeds=self.chunk_seeds,
-                                   chunk=CHUNK_FRAMES, cond_frames=COND_FRAMES, storage_dtype=torch.uint8,
+                                   chunk=job.chunk_frames, cond_frames=job.cond_frames, storage_dtype=torch.uint8,
                                    keep_frames=self.keep_frames, sampler_returns_new_frames=True)
         except ChunkFailedError as err:
             if self.run is None:
@@ -234,14 +253,18 @@ class ExtensionRun:
         else:
             frames = uint8_to_frames(last_frames(chunks, self.keep_frames))
         chunks.clear()
-        return ExtensionResult(frames, self.reports, self.notes, self.run)
+        ref = ""
+        if self.run is not None:
+            stored = self._files if self._store_ok else [None]
+            ref = f"{self.run.name}@{self.run.record_timeline(stored, total_frames, seed, self.job.prompt)}"
+        return ExtensionResult(frames, self.reports, self.notes, self.run, ref)
 
     def _store_first_chunk(self, first_u8: torch.Tensor, plan: ExtensionPlan) -> None:
         digest0 = first_chunk_digest(first_u8)
         record = None
         if self.run is not None:
-            self.run.begin(plan.total_frames, plan.first_chunk, CHUNK_FRAMES, COND_FRAMES, plan.num_chunks)
-            record = self._stored(0, digest0)
+            self.run.begin(plan.total_frames, plan.first_chunk, plan.chunk, plan.cond_frames, plan.num_chunks)
+            record = self._stored_checked(0, digest0)
             if record is not None:
                 self._place(0, record)
             else:
@@ -251,11 +274,11 @@ class ExtensionRun:
                                         record.file if record else None, prompt=self.job.prompt_for(0)), first_u8)
 
     def _chunk(self, index: int, cond: torch.Tensor, anchor: torch.Tensor, seed: int) -> torch.Tensor:
-        """The chunk sampler of the core loop: the chunk's 8 new frames (uint8) from the first source that has them."""
+        """The chunk sampler of the core loop: the chunk's new frames (uint8) from the first source that has them."""
         comfy.model_management.throw_exception_if_processing_interrupted()
         job = self.job
         spec = self._plan.chunks[index]
-        stored_range = [spec.new_range[0], spec.new_range[0] + NEW_FRAMES]
+        stored_range = [spec.new_range[0], spec.new_range[0] + job.new_frames]
         parent = self._files[index - 1] if index - 1 < len(self._files) else None
         frames, record, seconds = None, None, None
         settings: ChunkSettings | None = None
@@ -290,7 +313,7 @@ class ExtensionRun:
                 except NonFiniteError as err:  # a step of this chunk went NaN/inf (nodes/validation.py)
                     raise ChunkFailedError(index, f"{err}; nothing of this chunk was kept, the chunks before it "
                                                   f"are (queue again to resume from this chunk)") from None
-                want = (CHUNK_FRAMES, job.height, job.width, 3)
+                want = (job.chunk_frames, job.height, job.width, 3)
                 if not torch.is_tensor(out) or tuple(out.shape) != want:
                     got = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
                     raise ChunkFailedError(index, f"the sampled chunk is {got}, expected {want}")
@@ -299,12 +322,12 @@ class ExtensionRun:
                     raise ChunkFailedError(index, "the sampled frames hold NaN or inf values; nothing of this chunk "
                                                   "was stored, the chunks before it are")
                 out = self._color_matched(out, cond)
-                frames = frames_to_uint8(out[COND_FRAMES:].to("cpu", torch.float32))
+                frames = frames_to_uint8(out[job.cond_frames:].to("cpu", torch.float32))
                 seconds = time.perf_counter() - t0
             else:
                 self._pbar.update_absolute(index * job.steps, self._total_steps)
             if record is None and self._store_ok:
-                record = self._stored(index, key) if source == "memory" else None
+                record = self._stored_checked(index, key) if source == "memory" else None
                 if record is None:
                     record, frames = self._write(index, key, frames, parent=parent, frame_range=stored_range,
                                                  seed=seed, prompt=job.prompt_for(index), settings=settings.readable,
@@ -340,9 +363,25 @@ class ExtensionRun:
         if mode == "off":
             return out
         return match_chunk_color(out, mode, cond_frames=cond, reference=self.job.color_reference,
-                                 num_cond=COND_FRAMES)
+                                 num_cond=self.job.cond_frames)
 
     # -- store helpers ----------------------------------------------------------------------------------
+
+    def _stored_checked(self, index: int, key: str) -> ChunkRecord | None:
+        """The stored chunk whose frames this run holds already (memory, or chunk 0 as given), its file checked
+        cheaply (:meth:`Run.check`), so the run folder and the output never disagree: a file altered on disk is moved
+        aside, said so, and None returned (the caller writes the frames again)."""
+        record = self._stored(index, key)
+        if record is None:
+            return None
+        try:
+            self.run.check(record)
+        except ChunkCorruptError as err:
+            message = f"{err}; it is written again from the frames in memory"
+            logger.warning("StreamingT2V Extend: %s", message)
+            self.notes.append(f"⚠ {message}")
+            return None
+        return record
 
     def _stored(self, index: int, key: str) -> ChunkRecord | None:
         if self.run is None:
