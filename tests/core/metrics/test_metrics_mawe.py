@@ -120,6 +120,17 @@ def test_official_mawe_is_the_mean_of_ratios_and_robust_the_ratio_of_means():
     assert "ratio of means" in report["mawe_robust_definition"]
 
 
+def test_the_default_coefficient_is_the_official_9_5():
+    """Called without ``coeff`` (as the node's default and the official ``--coeff`` default): c = 9.5, literally, so a
+    changed default fails here even though every other test passes its coefficient explicitly."""
+    base = textured_image(48, 80, seed=4).astype(np.int16) // 2 + 40
+    video = np.stack([base[:, 20:68], base[:, 16:64] + 10]).astype(np.uint8)  # moved 4 px right, brightened by 10
+    result = motion_aware_warp_error(video, constant_flow(4.0), size=48)
+    assert result.coeff == 9.5
+    assert result.ratios == pytest.approx([100 / (9.5 * 4)], rel=1e-6)
+    assert result.mawe == pytest.approx(100 / 38, rel=1e-6)
+
+
 def test_a_pair_without_motion_or_change_counts_zero_instead_of_the_official_nan():
     video = np.stack([textured_image(32, 32, seed=5)] * 2 + [textured_image(32, 32, seed=6)])
     shifts = iter([0.0, 1.0])
