@@ -10,7 +10,9 @@ No model hub is reachable here, so the demo and the host tests write their own w
   checkpoint layouts, through `streamingt2v_core.models.tiny_checkpoints.write_tiny_checkpoint`;
 - a tiny SD 2.x-layout ControlNet in the host's ControlNet file format (`control_model.*` keys, as the
   ControlNet 1.1 releases), built from the host's own `comfy.cldm.cldm.ControlNet` class, whose
-  residuals fit the tiny base UNet and extender (`write_tiny_controlnet`).
+  residuals fit the tiny base UNet and extender (`write_tiny_controlnet`);
+- for the Wan workflows, a tiny Wan 2.1 VACE, UMT5 text encoder and Wan 2.1 VAE under the real file
+  names (scripts/demo_weights_wan.py, which says how the host is let build the tiny UMT5).
 
 Every output of such weights is noise. The file names are the ones the workflows reference
 (`WEIGHT_FILES`). Must run with the host importable (sys.path has the ComfyUI folder).
@@ -28,6 +30,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+try:
+    from scripts.demo_weights_wan import WAN_WEIGHT_FILES, install_tiny_umt5_support, write_wan_demo
+except ImportError:  # run as a script: scripts/ is on sys.path, the repository root not yet
+    from demo_weights_wan import WAN_WEIGHT_FILES, install_tiny_umt5_support, write_wan_demo
+
 # Where each workflow file looks for its weights, relative to the host's models folder.
 WEIGHT_FILES = {
     "vae": "vae/sd_vae.safetensors",
@@ -37,6 +44,7 @@ WEIGHT_FILES = {
     "extender": "streamingt2v/streaming_t2v.safetensors",
     "refiner_unet": "streamingt2v/ms_vid2vid_xl.safetensors",
     "controlnet": "controlnet/control_v11p_sd21_canny.safetensors",
+    **WAN_WEIGHT_FILES,
 }
 DEMO_MARKER = "streamingt2v_random_demo_weights"
 
@@ -269,6 +277,10 @@ def write_all(models_dir: Path, seed: int = 0) -> dict[str, Path]:
     out = write_host_encoders(models_dir, seed=seed)
     out.update(write_pack_models(models_dir, seed=seed))
     out.update(write_controlnet_demo(models_dir, seed=seed))
+    out.update(write_wan_demo(models_dir, seed=seed))
+    # The host builds UMT5 from a fixed config, so the tiny demo UMT5 loads only with this (a real
+    # UMT5-XXL loads as before); this process is the one that will load the files just written.
+    install_tiny_umt5_support()
     return out
 
 

@@ -33,6 +33,17 @@ CI_OVERRIDES = {
 }
 CI_OVERRIDES_BY_TYPE = {
     "StreamingT2VRefine": {"width": 64, "height": 80},
+    # Wan (VAE stride 4: 1 + 4k frames): a 9-frame first chunk, then chunks of 13 frames whose first
+    # 5 are the context, 8 new frames each: 9 + 8 + 8 = 25.
+    "WanVaceToVideo": {"length": 9},
+    "StreamingT2VExtendVideoModel": {"total_frames": 25, "chunk_frames": 13, "context_frames": 5},
+}
+# Per workflow where a node's values must follow that workflow's CI plan (Drift & Seams reads the
+# chunk plan; Refine's windows count the Wan video's 7 latent frames).
+_WAN_CI_PLAN = {"StreamingT2VDriftSeams": {"first_chunk": 9, "new_frames_per_chunk": 8}}
+CI_OVERRIDES_BY_WORKFLOW = {
+    "wan_vace_long_video.json": _WAN_CI_PLAN,
+    "wan_long_video_refined.json": {**_WAN_CI_PLAN, "StreamingT2VRefine": {"chunk": 4, "overlap": 2}},
 }
 # Nodes a workflow ships switched off (muted) because they need a file the artist brings, which CI
 # has in tiny form: CLIP Score needs an open_clip checkpoint (the host fixtures write a tiny one).
@@ -48,10 +59,12 @@ def ci_switched_on(name: str) -> dict:
     return wf
 
 
-def ci_sized(api: dict) -> dict:
+def ci_sized(api: dict, name: str | None = None) -> dict:
     api = copy.deepcopy(api)
+    by_workflow = CI_OVERRIDES_BY_WORKFLOW.get(name, {})
     for node in api.values():
-        values = {**CI_OVERRIDES, **CI_OVERRIDES_BY_TYPE.get(node["class_type"], {})}
+        values = {**CI_OVERRIDES, **CI_OVERRIDES_BY_TYPE.get(node["class_type"], {}),
+                  **by_workflow.get(node["class_type"], {})}
         for name, value in values.items():
             if name in node["inputs"] and not isinstance(node["inputs"][name], list):
                 node["inputs"][name] = value
@@ -83,7 +96,7 @@ def test_workflow_executes_in_the_host(name, object_info, host_weights, comfy_ho
     if any(n["type"] == "StreamingT2VLoadRun" for n in workflow["nodes"]):
         request.getfixturevalue("stored_run")
     object_info = comfy_host.object_info()  # after the stored run: Load Run lists the runs there
-    api = ci_sized(workflow_to_api(workflow, object_info))
+    api = ci_sized(workflow_to_api(workflow, object_info), name)
     outputs = run_prompt(api)
     assert outputs, f"{name}: nothing executed"
     for node_id, values in outputs.items():
