@@ -3,10 +3,12 @@
 import pytest
 import torch
 
-from streamingt2v_core.sampling.plans import refiner_plan
+from streamingt2v_core.sampling import refine as refine_module
+from streamingt2v_core.sampling.blending import draw_blend_offsets
+from streamingt2v_core.sampling.plans import refiner_plan, window_overlaps
 from streamingt2v_core.sampling.refine import refine_video, sdedit_start
-from streamingt2v_core.sampling.samplers import make_generator
-from streamingt2v_core.sampling.schedules import refiner_sampling_sigmas
+from streamingt2v_core.sampling.samplers import derive_seed, make_generator, randn_like_from
+from streamingt2v_core.sampling.schedules import refiner_sampling_sigmas, vp_coefficients
 
 SIGMAS = refiner_sampling_sigmas(num_steps=6)
 
@@ -51,14 +53,37 @@ def test_independent_noise_differs_on_overlaps():
     assert not torch.allclose(left.x[:, :, 16:], right.x[:, :, :8])
 
 
+def _first_step_video(official_init_scaling: bool) -> torch.Tensor:
+    """The state the denoiser sees at step 0, reassembled from its windows (shared noise: one video)."""
+    _, seen = _record_inputs(shared_noise=True, official_init_scaling=official_init_scaling)
+    video = torch.full_like(_latents(), float("nan"))
+    for c in seen:
+        if c.step == 0:
+            video[:, :, c.window[0]:c.window[1]] = c.x
+    return video
+
+
 def test_initial_inputs_are_sdedit_of_the_latents():
-    _, seen = _record_inputs(shared_noise=True)
     latents = _latents()
-    first = [c for c in seen if c.step == 0]
     s0 = float(SIGMAS[0])
-    noise = torch.cat([(c.x - latents[:, :, c.window[0]:c.window[1]]) / s0 for c in first], 2)
-    # The implied noise is standard normal (one tensor for the whole video).
-    assert abs(noise.mean().item()) < 0.1 and abs(noise.std().item() - 1) < 0.1
+    state = _first_step_video(official_init_scaling=False)
+    noise = (state - latents) / s0
+    # One noise tensor for the whole video, from the seed's own stream (seed 7): x0 + s0 * eps exactly, not just
+    # "standard normal" (a mean/std test within 0.1 would not see a 0.972 scaling of the state).
+    expected = randn_like_from(latents, make_generator(derive_seed(7, refine_module._STREAM_INIT_NOISE)))
+    torch.testing.assert_close(noise, expected, rtol=0, atol=1e-5)
+    assert abs(noise.mean().item()) < 0.05 and abs(noise.std().item() - 1) < 0.05
+
+
+def test_official_init_scaling_multiplies_the_start_by_0_972():
+    """The official quirk: the SDEdit state times sigma_vp(t' = 599) = 0.9724, on the whole video; off by default."""
+    plain = _first_step_video(official_init_scaling=False)
+    official = _first_step_video(official_init_scaling=True)
+    _, sigma_vp = vp_coefficients(float(SIGMAS[0]))
+    assert float(sigma_vp) == pytest.approx(0.9724, abs=1e-4)
+    torch.testing.assert_close(official, plain * float(sigma_vp), rtol=1e-6, atol=1e-6)
+    ratio = (official.flatten() @ plain.flatten()) / (plain.flatten() @ plain.flatten())
+    assert float(ratio) == pytest.approx(0.9724, abs=1e-4)
 
 
 @pytest.mark.parametrize("blend", ["randomized", "linear", "none"])
@@ -88,19 +113,108 @@ def test_denoiser_gets_batches_of_windows_and_result_is_deterministic():
     assert not torch.allclose(a, c)
 
 
-@pytest.mark.parametrize("frames", [10, 41])
+class WindowLabels:
+    """A denoiser whose prediction for a window is that window's index everywhere (windows come in plan order,
+    ``max_batch`` at a time, every step): the merged prediction says which window each frame was taken from."""
+
+    def __init__(self, windows, batch=2):
+        self.windows, self.batch, self.calls = windows, batch, 0
+
+    def __call__(self, x, sigma):
+        n = x.shape[0] // self.batch
+        labels = [(self.calls + j) % len(self.windows) for j in range(n)]
+        self.calls += n
+        return torch.cat([torch.full_like(x[:self.batch], float(w)) for w in labels])
+
+
+def expected_labels(windows, frames, blend, offsets=None):
+    """Which window each frame is taken from, written out from the blend rule (later windows win from their
+    start, or from start + the boundary's offset in randomized mode)."""
+    labels = []
+    for t in range(frames):
+        owner = 0
+        for i, (s, _e) in enumerate(windows[1:], start=1):
+            skip = int(offsets[i - 1]) if blend == "randomized" else 0
+            if t >= s + skip:
+                owner = i
+        labels.append(owner)
+    return labels
+
+
+def test_blend_offsets_are_drawn_again_at_every_step():
+    """Randomized blending draws new offsets at every solver step (the seed's blend stream, one draw per step), so
+    the seams move from step to step; offsets drawn once would put every step's seam at the same frames."""
+    frames, windows = 80, refiner_plan(80)
+    merged = []
+    refine_video(WindowLabels(windows), _latents(frames), sigmas=SIGMAS, seed=4, blend="randomized",
+                 callback=lambda d: merged.append(d["denoised"][0, 0, :, 0, 0].round().long().tolist()))
+    blend_gen = make_generator(derive_seed(4, refine_module._STREAM_BLEND))
+    overlaps = window_overlaps(windows)
+    expected = [expected_labels(windows, frames, "randomized", draw_blend_offsets(len(overlaps), overlaps, blend_gen))
+                for _ in range(len(SIGMAS) - 1)]
+    assert merged == expected
+    assert len({tuple(m) for m in merged}) >= 3, "the seams must move between steps"
+
+
 @pytest.mark.parametrize("blend", ["randomized", "linear", "none"])
-def test_short_and_end_aligned_videos(frames, blend):
-    # 10 frames: one window, no boundary; 41 frames: the end-aligned window overlaps two others.
-    out = refine_video(smooth_denoiser, _latents(frames), sigmas=SIGMAS, blend=blend, max_batch=2)
-    assert out.shape == (2, 4, frames, 3, 3) and torch.isfinite(out).all()
+def test_short_video_is_one_window_refined_whole(blend):
+    """10 frames (< chunk 24): one window of all 10 frames at every step, no boundary, so every blend mode gives
+    the same video, and an exact denoiser gives back its target."""
+    seen = []
+    target = _latents(10)
+    out = refine_video(lambda x, sigma: target.clone(), target, sigmas=SIGMAS, blend=blend, max_batch=2,
+                       chunk_input_hook=seen.append)
+    assert {c.window for c in seen} == {(0, 10)} and len(seen) == len(SIGMAS) - 1
+    torch.testing.assert_close(out, target, rtol=0, atol=1e-6)
+    results = {b: refine_video(smooth_denoiser, _latents(10), sigmas=SIGMAS, blend=b, seed=2)
+               for b in ("randomized", "linear", "none")}
+    assert torch.equal(results["randomized"], results["none"])  # one window: the same computation
+    torch.testing.assert_close(results["linear"], results["none"], rtol=0, atol=1e-6)  # weights 1 (divides by 1)
+
+
+@pytest.mark.parametrize("blend", ["randomized", "linear", "none"])
+def test_end_aligned_window_overlaps_two_others(blend):
+    """41 frames: windows (0, 24), (16, 40) and the end-aligned (17, 41), which overlaps both others; the merged
+    prediction takes each frame from the window the blend rule says, and an exact denoiser's target comes back."""
+    windows = refiner_plan(41)
+    assert windows == [(0, 24), (16, 40), (17, 41)]
+    merged = []
+    refine_video(WindowLabels(windows), _latents(41), sigmas=SIGMAS, blend=blend, seed=5,
+                 callback=lambda d: merged.append(d["denoised"][0, 0, :, 0, 0]))
+    if blend == "none":
+        assert merged[0].round().long().tolist() == [0] * 16 + [1] + [2] * 24
+    elif blend == "randomized":
+        for labels in merged:
+            labels = labels.round().long().tolist()
+            assert labels[:16] == [0] * 16 and labels[40] == 2 and labels == sorted(labels)
+    else:  # linear: a weighted mean of the labels, 0 before the first overlap, 2 on the last frame
+        assert merged[0][:16].abs().max() < 1e-6 and abs(float(merged[0][40]) - 2) < 1e-6
+        assert bool((merged[0][17:40] > 0).all() and (merged[0][17:40] < 2).all())
+    target = _latents(41)
+    calls = {"k": 0}
+
+    def oracle(x, sigma):
+        n = x.shape[0] // 2
+        out = [target[:, :, s:e] for s, e in (windows[(calls["k"] + j) % 3] for j in range(n))]
+        calls["k"] += n
+        return torch.cat(out)
+
+    out = refine_video(oracle, target, sigmas=SIGMAS, blend=blend, max_batch=2)
+    torch.testing.assert_close(out, target, rtol=0, atol=1e-6)
 
 
 def test_callback_gets_merged_whole_video_prediction():
-    steps = []
-    refine_video(smooth_denoiser, _latents(), sigmas=SIGMAS,
-                 callback=lambda d: steps.append((d["i"], tuple(d["denoised"].shape))))
-    assert steps == [(i, (2, 4, 56, 3, 3)) for i in range(len(SIGMAS) - 1)]
+    """Per step: i, the step's sigmas, and the merged whole-video x0 prediction (here, the blend of window labels
+    with the step's offsets)."""
+    windows, steps = refiner_plan(56), []
+    refine_video(WindowLabels(windows), _latents(), sigmas=SIGMAS, seed=7, blend="none",
+                 callback=lambda d: steps.append((d["i"], float(d["sigma"]), float(d["sigma_next"]), d["denoised"])))
+    assert [s[0] for s in steps] == list(range(len(SIGMAS) - 1))
+    assert [s[1:3] for s in steps] == [(float(SIGMAS[i]), float(SIGMAS[i + 1])) for i in range(len(SIGMAS) - 1)]
+    labels = torch.tensor(expected_labels(windows, 56, "none"), dtype=torch.float32)
+    for _i, _s, _n, denoised in steps:
+        assert denoised.shape == (2, 4, 56, 3, 3)
+        assert torch.equal(denoised, labels.view(1, 1, -1, 1, 1).expand_as(denoised))
 
 
 def test_exact_point_mass_denoiser_returns_the_target():
