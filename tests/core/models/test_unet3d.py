@@ -64,6 +64,25 @@ def test_matches_diffusers_reference(tmp_path, size):
     assert rel < 1e-5, f"max relative difference to diffusers {rel:.2e}"
 
 
+def test_matches_diffusers_reference_in_float64(tmp_path):
+    """The same comparison in float64, where round-off (~1e-15) is far below the effect of any constant: a
+    GroupNorm eps of 1e-5 instead of 1e-6 moves the output by ~1e-6 relative, which fp32's 1e-5 tolerance cannot see
+    but 1e-9 here does."""
+    cfg = UNet3DConfig.tiny()
+    ref = _diffusers_unet(cfg).double()
+    _randomize(ref)
+    ours = UNet3D(cfg).double().eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    sample, timestep, context = (t.double() for t in _inputs())
+    with torch.no_grad():
+        expected = ref(sample, timestep, context).sample
+        got = ours(sample, timestep, context)
+    scale = expected.abs().max()
+    assert scale > 1e-2, "reference output is degenerate; the comparison would prove nothing"
+    rel = ((got - expected).abs().max() / scale).item()
+    assert rel < 1e-9, f"max relative difference to diffusers in float64 {rel:.2e}"
+
+
 def test_skip_shapes_follow_study_table():
     """12 skips: conv_in/transformer_in output + 2 per level + 3 downsamples (study §2.5 table)."""
     full = UNet3DConfig.full()
