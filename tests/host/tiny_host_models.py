@@ -5,7 +5,7 @@ real files.
 * :func:`write_tiny_wan_vace`: Wan 2.1 VACE (``VaceWanModel``: detected by ``vace_patch_embedding``; the host
   loads it as ``WAN21_Vace``), 1 block + 1 VACE block, dim 128 (one head);
 * :func:`write_tiny_wan_t2v`: Wan 2.1 T2V (``WAN21``) of the same size;
-* :func:`write_tiny_wan_vae`: the Wan 2.1 VAE (``WanVAE``, 16 latent channels, temporal stride 4) at width 8;
+* :func:`write_tiny_wan_vae`: the Wan 2.1 VAE (``WanVAE``, 16 latent channels, temporal stride 4) at width 4;
 * :func:`write_tiny_wan_lora`: a rank-4 LoRA on the blocks' attention of the tiny Wan (keys
   ``diffusion_model.<key>.lora_up/lora_down.weight`` + ``.alpha``, the generic format the host's key map takes);
 * :func:`write_tiny_ltxv`: LTX-Video (``LTXVModel`` + its causal ``VideoVAE``, 128 latent channels, temporal
@@ -88,7 +88,7 @@ def write_tiny_wan_vae(models_dir: Path) -> str:
 
     path = Path(models_dir) / "vae" / "tiny_wan21_vae_ext.safetensors"
     if not path.exists():
-        vae = comfy.ldm.wan.vae.WanVAE(dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+        vae = comfy.ldm.wan.vae.WanVAE(dim=4, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
                                        temperal_downsample=[False, True, True], dropout=0.0)
         _save(_random_state(vae, 3), path)
     return path.name
@@ -121,24 +121,24 @@ LTXV_VAE = {"_class_name": "CausalVideoAutoencoder", "dims": 3, "in_channels": 3
             "use_quant_conv": False, "causal_decoder": False}
 
 
-def write_tiny_ltxv(models_dir: Path) -> tuple[str, str]:
-    """Tiny LTX-Video transformer (diffusion_models/) and VAE (vae/), configured through the file metadata."""
+def write_tiny_ltxv(models_dir: Path) -> str:
+    """Tiny LTX-Video checkpoint (checkpoints/): transformer (``model.diffusion_model.``) and VAE (``vae.``) in one
+    file, configured through its ``config`` metadata as LTX-Video's own checkpoints are; the host's
+    CheckpointLoaderSimple reads both (its VAELoader would ignore the metadata)."""
     import comfy.ldm.lightricks.model
     import comfy.ldm.lightricks.vae.causal_video_autoencoder as cva
     import comfy.ops
 
-    unet = Path(models_dir) / "diffusion_models" / "tiny_ltxv.safetensors"
-    vae_path = Path(models_dir) / "vae" / "tiny_ltxv_vae.safetensors"
-    meta = {"config": json.dumps({"transformer": LTXV_TRANSFORMER, "vae": LTXV_VAE})}
-    if not unet.exists():
+    path = Path(models_dir) / "checkpoints" / "tiny_ltxv.safetensors"
+    if not path.exists():
+        meta = {"config": json.dumps({"transformer": LTXV_TRANSFORMER, "vae": LTXV_VAE})}
         net = comfy.ldm.lightricks.model.LTXVModel(**LTXV_TRANSFORMER, operations=comfy.ops.disable_weight_init,
                                                    device="meta")
-        _save(_random_state(net, 5, "model.diffusion_model."), unet, meta)
-    if not vae_path.exists():
+        state = _random_state(net, 5, "model.diffusion_model.")
         vae = cva.VideoVAE(config=LTXV_VAE)
-        state = _random_state(vae, 6)
-        for k in list(state):  # the latent statistics: identity normalisation
-            if k.startswith("per_channel_statistics."):
-                state[k] = torch.ones(128) if "std" in k else torch.zeros(128)
-        _save(state, vae_path, meta)
-    return unet.name, vae_path.name
+        for k, v in _random_state(vae, 6).items():
+            if k.startswith("per_channel_statistics."):  # the latent statistics: identity normalisation
+                v = torch.ones(128) if "std" in k else torch.zeros(128)
+            state["vae." + k] = v
+        _save(state, path, meta)
+    return path.name
