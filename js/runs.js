@@ -7,9 +7,12 @@
 //    rule on what it can see: each chunk's seed, prompt and sampler settings and the chunk it was
 //    conditioned on. What it cannot see (the model, LoRAs, the VAE, the first chunk, the negative
 //    prompt) it assumes unchanged, and says so in its tooltip;
-//  * the seed's "control after generate" starts at "fixed" on a newly added Extend node, so
-//    queueing again resumes the run instead of starting a new video (a loaded workflow keeps its
-//    saved choice).
+//  * the seed's "control after generate" starts at "fixed" on a newly added node of every type
+//    whose output feeds a long run (Extend, Initial Chunk, Refine, Randomized Blending Windows), so
+//    queueing again resumes the run instead of starting a new video: a new first chunk is a new
+//    run, a new Refine seed refines the whole video again (a loaded workflow keeps its saved
+//    choice). The frontend starts every seed at "randomize" and the host's schema cannot say
+//    otherwise (its control_after_generate flag is a yes/no).
 //
 // The pure part (seeds, parsing, the plan of reuse) is exported for the browser test.
 
@@ -19,6 +22,13 @@ import { extensionPlan } from "./plans.js";
 
 const EXTENSION_NAME = "StreamingT2V.Runs";
 const EXTEND = "StreamingT2VExtend";
+/** Node types whose seed starts at "fixed" (tests/host/test_node_defaults.py reads this list). */
+export const SEED_FIXED_NODES = [
+  "StreamingT2VExtend",
+  "StreamingT2VInitialChunk",
+  "StreamingT2VRefine",
+  "StreamingT2VRandomizedBlendingWindows",
+];
 export const RUN_READOUT_WIDGET_NAME = "streamingt2v_run_readout";
 const RUN_UI_KEY = "streamingt2v_run";
 const LAST_RUN_PROPERTY = "streamingt2v_last_run";
@@ -33,15 +43,20 @@ const SUMMARY_MAX_AGE_MS = 5000;
 
 const MASK64 = (1n << 64n) - 1n;
 
-/** derive_seed(base, ...keys): the SplitMix64-style mix of samplers.py, as a decimal string. */
+const GOLDEN = 0x9e3779b97f4a7c15n;
+
+/** SplitMix64's finaliser (samplers.py _fmix64). */
+function fmix64(z) {
+  z = ((z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n) & MASK64;
+  z = ((z ^ (z >> 27n)) * 0x94d049bb133111ebn) & MASK64;
+  return z ^ (z >> 31n);
+}
+
+/** derive_seed(base, ...keys) of samplers.py (base mixed fully, then each key mixed on its own), as a decimal string. */
 export function deriveSeed(base, ...keys) {
-  let state = BigInt.asUintN(64, BigInt(base));
-  for (const key of [...keys, 0x5eed]) {
-    state = (state + 0x9e3779b97f4a7c15n + BigInt.asUintN(64, BigInt(key))) & MASK64;
-    let z = state;
-    z = ((z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n) & MASK64;
-    z = ((z ^ (z >> 27n)) * 0x94d049bb133111ebn) & MASK64;
-    state = z ^ (z >> 31n);
+  let state = fmix64((BigInt.asUintN(64, BigInt(base)) + GOLDEN) & MASK64);
+  for (const key of keys) {
+    state = fmix64(state ^ fmix64((BigInt.asUintN(64, BigInt(key)) + 2n * GOLDEN) & MASK64));
   }
   return (state >> 1n).toString();
 }
@@ -267,23 +282,112 @@ function summaryOf(name, node) {
   return summaries.get(name);
 }
 
+let listing = null; // {data, time, pending}: GET /streamingt2v/runs
+
+function runsListing(node) {
+  const now = Date.now();
+  if (!listing || (!listing.pending && now - listing.time > SUMMARY_MAX_AGE_MS)) {
+    listing = { data: listing?.data ?? null, time: now, pending: true };
+    api
+      .fetchApi("/streamingt2v/runs")
+      .then((r) => (r.ok ? r.json() : null))
+      .then((data) => {
+        listing = { data, time: Date.now(), pending: false };
+        refreshRunReadout(node);
+        node.graph?.setDirtyCanvas?.(true, false);
+      })
+      .catch(() => (listing = { data: null, time: Date.now(), pending: false }));
+  }
+  return listing;
+}
+
+/** streamingt2v_core/runs/store.py slugify: the prompt part of an "auto" run's folder name. */
+export function slugify(text, maxLen = 40) {
+  const ascii = String(text ?? "").normalize("NFKD").replace(/[^\x00-\x7f]/g, "");
+  let slug = ascii.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-+|-+$/g, "");
+  if (slug.length > maxLen) {
+    const cut = slug.slice(0, maxLen);
+    slug = cut.slice(Math.floor(maxLen / 2)).includes("-") ? cut.slice(0, cut.lastIndexOf("-")) : cut;
+  }
+  return slug.replace(/^-+|-+$/g, "") || "run";
+}
+
+/** At most this many run summaries are read to find the "auto" run on a page that has not queued yet. */
+const AUTO_CANDIDATES = 8;
+
+/**
+ * The run "auto" will most likely continue, before this page has queued: the most recently
+ * updated stored run made with the same prompt text and working size. The server picks by the
+ * first chunk's digest, which only the run can compute; the readout's caveat (first chunk
+ * unchanged) covers the difference. {state: "unknown" | "pending" | "none" | "found", name}.
+ */
+function autoRunGuess(node) {
+  const positive = positiveText(node);
+  const width = valueOf(node, "width");
+  const height = valueOf(node, "height");
+  if (positive == null || width == null || height == null) return { state: "unknown" };
+  const entry = runsListing(node);
+  if (entry.data == null) return { state: entry.pending ? "pending" : "unknown" };
+  const runs = (entry.data.runs ?? []).filter((r) => !r.problem && r.name);
+  const slug = `_${slugify(positive)}_`;
+  const named = runs.filter((r) => r.name.includes(slug));
+  const candidates = (named.length ? named : runs).slice(0, AUTO_CANDIDATES);
+  let pending = false;
+  for (const run of candidates) {
+    const s = summaryOf(run.name, node);
+    if (s.data == null) {
+      pending ||= s.pending;
+      continue;
+    }
+    const base = s.data.base ?? {};
+    if (s.data.exists && base.width === width && base.height === height && (base.prompt ?? "") === positive) {
+      return { state: "found", name: run.name, run };
+    }
+  }
+  return { state: pending ? "pending" : "none" };
+}
+
 function computeRunReadout(node) {
   if (valueOf(node, "disk_cache", true) === false) {
     return { lines: ["run store off (disk_cache)", "every chunk sampled, nothing saved", ""], title: "", error: false };
   }
+  const values = {};
+  for (const k of ["total_frames", "seed", "steps", "cfg", "sampler_name", "scheduler", "width", "height"]) {
+    values[k] = valueOf(node, k);
+  }
+  values.chunk_seeds = valueOf(node, "chunk_seeds", "") ?? "";
+  values.prompt_schedule = valueOf(node, "prompt_schedule", "") ?? "";
+  values.regenerate_from = valueOf(node, "regenerate_from", 0) ?? 0;
   let name = String(valueOf(node, "run_name", AUTO) ?? AUTO).trim();
   let label;
+  let guessed = null;
   if (name === "" || name === AUTO) {
     const last = node.properties?.[LAST_RUN_PROPERTY];
-    if (!last) {
-      return {
-        lines: ["run: auto (chosen when queued)", "reuse known after the first queue", ""],
-        title: "auto finds the run made from the same first chunk and size, or starts a new one",
-        error: false,
-      };
+    if (last) {
+      name = last;
+      label = `run: auto → ${name}`;
+    } else {
+      // A page that has not queued yet (a workflow just opened): ask the server for the runs.
+      const guess = autoRunGuess(node);
+      if (guess.state === "unknown") {
+        return {
+          lines: ["run: auto (chosen when queued)", "reuse known after the first queue", ""],
+          title: "auto finds the run made from the same first chunk and size, or starts a new one; " +
+            "the prompt or the size is set by a link here, so the stored run is known when queued",
+          error: false,
+        };
+      }
+      if (guess.state === "pending") return { lines: ["run: auto", "looking for a stored run…", ""], title: "", error: false };
+      if (guess.state === "none") {
+        if (values.total_frames == null) return { lines: ["run: auto · new", "total_frames set by a link: known when queued", ""], title: "", error: false };
+        const plan = runPlan({ summary: null, values, positive: positiveText(node), runLabel: "run: auto · new" });
+        plan.title = "No stored run of this prompt and size: auto starts a new one when queued.\n" + plan.title;
+        return plan;
+      }
+      name = guess.name;
+      guessed = guess.run;
+      label = `run: auto → ${name}`;
     }
-    name = last;
-    label = `run: auto → ${name}`;
   } else {
     label = `run: ${name}`;
   }
@@ -292,17 +396,17 @@ function computeRunReadout(node) {
   const summary = entry.data;
   if (summary?.exists) label += ` · ${summary.timeline.files.length} chunks stored`;
   else label += " · new";
-  const values = {};
-  for (const k of ["total_frames", "seed", "steps", "cfg", "sampler_name", "scheduler", "width", "height"]) {
-    values[k] = valueOf(node, k);
-  }
-  values.chunk_seeds = valueOf(node, "chunk_seeds", "") ?? "";
-  values.prompt_schedule = valueOf(node, "prompt_schedule", "") ?? "";
-  values.regenerate_from = valueOf(node, "regenerate_from", 0) ?? 0;
   if (values.total_frames == null) {
     return { lines: [label, "total_frames set by a link: known when queued", ""], title: "", error: false };
   }
-  return runPlan({ summary, values, positive: positiveText(node), runLabel: label });
+  const plan = runPlan({ summary, values, positive: positiveText(node), runLabel: label });
+  if (guessed) {
+    const extra = ["seed", "date", "created", "updated"].filter((k) => guessed[k] != null).map((k) => `${k} ${guessed[k]}`);
+    plan.title =
+      `auto: the most recent stored run of this prompt and size is ${name}${extra.length ? ` (${extra.join(", ")})` : ""}; ` +
+      "auto continues it when the first chunk is the same (another first chunk starts a new run).\n" + plan.title;
+  }
+  return plan;
 }
 
 export function refreshRunReadout(node) {
@@ -387,6 +491,7 @@ app.registerExtension({
       const run = event.detail?.output?.[RUN_UI_KEY]?.[0];
       if (!run?.name) return;
       summaries.delete(run.name);
+      listing = null;
       const node = app.graph?.getNodeById?.(Number(event.detail.node)) ?? app.graph?.getNodeById?.(event.detail.node);
       if (node?.type === EXTEND) {
         node.properties = node.properties ?? {};
@@ -397,6 +502,11 @@ app.registerExtension({
   },
 
   async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (SEED_FIXED_NODES.includes(nodeData.name) && nodeData.name !== EXTEND) {
+      chain(nodeType.prototype, "onNodeCreated", function () {
+        fixSeedControl(this);
+      });
+    }
     if (nodeData.name !== EXTEND) return;
     chain(nodeType.prototype, "onNodeCreated", function () {
       fixSeedControl(this);

@@ -450,7 +450,10 @@ class RandomizedBlendingWindows(io.ComfyNode):
                                tooltip="randomized: a random cut inside each overlap, redrawn every step (paper); "
                                        "linear: crossfade over the overlap; none: later windows overwrite (baseline)."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="Seed of the random cut positions (independent of the sampler's noise seed)."),
+                             tooltip="Seed of the random cut positions (independent of the sampler's noise seed). A new node "
+                                     "starts with 'control after generate' set to fixed, so queueing again after "
+                                     "a long run does not redo the whole refinement; randomize makes every queue "
+                                     "differ."),
                 io.Float.Input("guidance_rescale", default=0.0, min=0.0, max=1.0, step=0.01,
                                tooltip="Guidance rescale computed per window as in the official refiner (0.2 there); "
                                        "0 leaves CFG to the sampler."),

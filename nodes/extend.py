@@ -549,7 +549,7 @@ def _info_text(result: ExtensionResult, total_frames: int, width: int, height: i
     reused = f"{c['reused']} reused ({c['memory']} from memory, {c['store']} from the run store"
     reused += f", {c['kept']} kept by regenerate_from)" if c["kept"] else ")"
     lines.append(f"{total_frames} frames at {width}x{height}: first chunk {n0} frames + {new} chunks "
-                 f"({c['sampled']} sampled, {reused}")
+                 f"({c['sampled']} sampled, {reused})")
     lines += notes + result.notes
     lines += [r.line() for r in result.reports if r.index > 0]
     return "\n".join(lines)

@@ -118,7 +118,10 @@ class InitialChunkNode(io.ComfyNode):
                 io.Int.Input("frames", default=16, min=8, max=256,
                              tooltip="Frames of the first chunk; the extender needs at least 8 (16 is the default)."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="Seed of the initial noise."),
+                             tooltip="Seed of the initial noise. A new node starts with 'control after generate' set to "
+                                     "fixed: the first chunk is the identity of the Extend run it feeds, so "
+                                     "queueing again then resumes that run; randomize starts a new video on every "
+                                     "queue."),
                 io.Int.Input("steps", default=50, min=1, max=1000, tooltip="Sampling steps (official: 50)."),
                 io.Float.Input("cfg", default=9.0, min=0.0, max=100.0, step=0.1, round=0.01,
                                tooltip="Classifier-free guidance scale (official first chunk: 9)."),

@@ -266,7 +266,14 @@ class ChunkPreviews:
             head = f"chunk 0 of {self.total}: the first chunk" + (", extending" if self.total else "")
         else:
             head = eta_text(k, self.total, self.seconds_per_chunk())
-        return f"{head}\n{report.line()}"
+        # Without the chunk's seed: its 19 digits pushed the end of the line (sampled or reused) off a 340 px node, and
+        # the frontend's progress text shows two lines. The seeds are in the info output, the manifest and the run
+        # readout's tooltip.
+        line = report.line()
+        seed = getattr(report, "seed", None)
+        if seed is not None:
+            line = line.replace(f", seed {seed}", "", 1)
+        return f"{head}\n{line}"
 
     def _show(self) -> None:
         report, frames = self._pending

@@ -337,7 +337,10 @@ class Refine(io.ComfyNode):
                                default=TRAILING_SCHEDULER,
                                tooltip="streamingt2v_trailing: the official trailing timesteps from t'; or any host scheduler (then t' follows the host's denoise rule)."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="Seed of the shared noise, the SDE noise and the blend offsets."),
+                             tooltip="Seed of the shared noise, the SDE noise and the blend offsets. A new node starts with "
+                                     "'control after generate' set to fixed, so queueing again (e.g. to resume the long "
+                                     "run that feeds it) keeps this refinement instead of redoing it; randomize "
+                                     "refines anew on every queue."),
                 io.Combo.Input("blend_mode", options=list(BLEND_MODES), default="randomized",
                                tooltip="randomized: the paper's randomized blending; linear: crossfade; none: later chunks overwrite (baseline)."),
                 io.Boolean.Input("crop_padding", default=True,

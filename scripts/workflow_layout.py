@@ -9,12 +9,14 @@ canvas draws nodes in low detail (no titles, no widget text) below a zoom thresh
 This module holds that geometry (numbers from the frontend, cited where used) and the checks a
 readable workflow passes:
 
-* no node box (title bar included) overlaps another;
+* no node box (title bar included) overlaps another, and no node badge (the frontend's
+  "comfyui-streamingt2v" source label, drawn just above a pack node's title bar) covers another node;
 * every node is either inside a group's body (below its title) or outside the group entirely,
   and groups do not overlap one another;
 * no link passes under a node's box (links are drawn behind nodes);
 * links leaving one node from different sockets do not cross each other;
-* the zoom that fits the whole graph into a 1600x1000 canvas is above the low-detail threshold.
+* the zoom that fits the whole graph into a 1600x1000 canvas is at least 5 % above the low-detail
+  threshold (`ZOOM_MARGIN`), so one more widget or a slightly larger node cannot tip it into low detail.
 
 The geometry comes either from a workflow file alone (`geometry_from_workflow`, an estimate
 that needs the nodes' `/object_info` only for sockets that sit on widget rows) or from the live
@@ -51,6 +53,18 @@ FIT_PADDING = 10  # createBounds() pads the fitted items by 10 px on each side
 MIN_FONT_SIZE_FOR_LOD = 8
 LOW_DETAIL_ZOOM = MIN_FONT_SIZE_FOR_LOD / NODE_TEXT_SIZE
 FIT_CANVAS = (1600, 1000)  # the window the graph must be readable in, whole
+# How far above the low-detail threshold "Zoom to fit" must stay: two workflows once fitted at 0.574, 0.4 % above
+# 0.571, so one more widget would have made them unreadable.
+ZOOM_MARGIN = 0.05
+READABLE_ZOOM = LOW_DETAIL_ZOOM * (1 + ZOOM_MARGIN)
+
+# The node source badge the frontend draws on every custom node (setting Comfy.NodeBadge.NodeSourceBadgeMode,
+# default "hide built-in"): a label "comfyui-streamingt2v" right-aligned just above the title bar, measured in the
+# frontend 1.32 at zoom 1: 20 px tall, 3 px above the title, about 125 px wide, 3 px in from the right edge.
+BADGE_HEIGHT = 20
+BADGE_GAP = 3
+BADGE_WIDTH = 128
+PACK_TYPE_PREFIX = "StreamingT2V"
 
 SAMPLE_STEP = 4.0  # graph units between checked points of a link
 BOX_MARGIN = 1.0  # a link may graze a node's edge
@@ -106,6 +120,7 @@ class Geometry:
     labels: dict[int, str]
     groups: list[tuple[str, Box]] = field(default_factory=list)
     links: list[LinkPath] = field(default_factory=list)
+    badges: dict[int, Box] = field(default_factory=dict)  # node id -> its source badge (pack nodes only)
     unplaced_links: list[str] = field(default_factory=list)  # links whose sockets could not be located
 
     def bounds(self) -> Box:
@@ -120,6 +135,11 @@ class Geometry:
 # ---------------------------------------------------------------------------------------------
 # Geometry from a workflow file
 # ---------------------------------------------------------------------------------------------
+
+
+def badge_box(node_box: Box) -> Box:
+    """Where the frontend draws a pack node's source badge, from the node's box (title bar included)."""
+    return Box(node_box.right - BADGE_WIDTH, node_box.y - BADGE_GAP - BADGE_HEIGHT, BADGE_WIDTH - 3, BADGE_HEIGHT)
 
 
 def _title_height(node: dict) -> float:
@@ -187,6 +207,7 @@ def geometry_from_workflow(workflow: dict | str | Path, object_info: dict[str, d
         labels={i: _label(n) for i, n in nodes.items()},
         groups=[(g.get("title", ""), Box(*g["bounding"])) for g in wf.get("groups", [])],
     )
+    geo.badges = {i: badge_box(geo.nodes[i]) for i, n in nodes.items() if str(n["type"]).startswith(PACK_TYPE_PREFIX)}
     for link in wf.get("links", []):
         link_id, src_id, src_slot, dst_id, dst_slot = link[:5]
         src, dst = nodes.get(src_id), nodes.get(dst_id)
@@ -283,6 +304,18 @@ def overlapping_nodes(geo: Geometry) -> list[str]:
     return problems
 
 
+def covering_badges(geo: Geometry) -> list[str]:
+    """Node badges drawn over another node (they cover its last widget's value)."""
+    problems = []
+    for node_id, badge in sorted(geo.badges.items()):
+        for other_id, box in geo.nodes.items():
+            dx, dy = badge.overlap(box)
+            if other_id != node_id and dx > 0 and dy > 0:
+                problems.append(f"the badge of {geo.labels[node_id]} covers {geo.labels[other_id]} ({dx:.0f}x{dy:.0f}): "
+                                f"leave {BADGE_HEIGHT + BADGE_GAP} px above the pack node's title")
+    return problems
+
+
 def group_problems(geo: Geometry) -> list[str]:
     problems = []
     for title, box in geo.groups:
@@ -332,15 +365,17 @@ def crossing_fan_out(geo: Geometry) -> list[str]:
 
 
 def layout_problems(geo: Geometry, canvas: tuple[float, float] = FIT_CANVAS,
-                    low_detail_zoom: float = LOW_DETAIL_ZOOM) -> list[str]:
+                    low_detail_zoom: float = LOW_DETAIL_ZOOM, margin: float = ZOOM_MARGIN) -> list[str]:
     """Everything that makes the graph hard to read at a glance; [] for a clean layout."""
-    problems = overlapping_nodes(geo) + group_problems(geo) + links_under_nodes(geo) + crossing_fan_out(geo)
+    problems = overlapping_nodes(geo) + covering_badges(geo) + group_problems(geo) + links_under_nodes(geo)
+    problems += crossing_fan_out(geo)
     zoom = fit_zoom(geo, canvas)
-    if zoom <= low_detail_zoom:
+    needed = low_detail_zoom * (1 + margin)
+    if zoom < needed:
         b = geo.bounds()
         problems.append(f"the whole graph ({b.w:.0f}x{b.h:.0f}) fits a {canvas[0]}x{canvas[1]} canvas only at zoom "
-                        f"{zoom:.3f}, at or below the frontend's low-detail threshold {low_detail_zoom:.3f} "
-                        "(titles and widgets would not be drawn)")
+                        f"{zoom:.3f}, less than {margin:.0%} above the frontend's low-detail threshold "
+                        f"{low_detail_zoom:.3f} (at or below it titles and widgets are not drawn): needs {needed:.3f}")
     return problems
 
 
@@ -352,6 +387,8 @@ def geometry_from_live(data: dict[str, Any]) -> Geometry:
         labels={int(n["id"]): f"#{n['id']} {n['title']}" for n in data["nodes"]},
         groups=[(g["title"], Box(*g["box"])) for g in data.get("groups", [])],
     )
+    geo.badges = {int(n["id"]): badge_box(geo.nodes[int(n["id"])]) for n in data["nodes"]
+                  if str(n.get("type", "")).startswith(PACK_TYPE_PREFIX)}
     for link in data.get("links", []):
         geo.links.append(LinkPath(int(link["id"]), int(link["source"]), int(link["sourceSlot"]), int(link["target"]),
                                   tuple(link["start"]), tuple(link["end"])))
@@ -393,4 +430,5 @@ def _fmt(box: Box) -> str:
 
 def describe(geo: Geometry, canvas: tuple[float, float] = FIT_CANVAS) -> str:
     b = geo.bounds()
-    return f"bounds {b.w:.0f}x{b.h:.0f}, fit zoom {fit_zoom(geo, canvas):.3f} (low detail below {LOW_DETAIL_ZOOM:.3f})"
+    return (f"bounds {b.w:.0f}x{b.h:.0f}, fit zoom {fit_zoom(geo, canvas):.3f} (low detail below {LOW_DETAIL_ZOOM:.3f}, "
+            f"required {READABLE_ZOOM:.3f})")

@@ -92,7 +92,7 @@
      */
     layout() {
       const graph = app.graph;
-      const nodes = graph.nodes.map((n) => ({ id: n.id, title: n.title ?? n.type, box: [...n.boundingRect] }));
+      const nodes = graph.nodes.map((n) => ({ id: n.id, type: n.type, title: n.title ?? n.type, box: [...n.boundingRect] }));
       const groups = (graph.groups ?? graph._groups ?? []).map((g) => ({ title: g.title, box: [...g.boundingRect] }));
       const all = graph.links instanceof Map ? [...graph.links.values()] : Object.values(graph.links ?? {});
       const links = all.filter(Boolean).map((l) => {

@@ -38,7 +38,7 @@ def _node(id_, type_, pos, size, inputs, outputs, widgets):
             "inputs": inputs, "outputs": outputs, "properties": {}, "widgets_values": widgets}
 
 
-def extend_workflow(run_name: str) -> dict:
+def extend_workflow(run_name: str, prompt: str = "a cat walks on the street", color: int = 0x8844CC) -> dict:
     """Host loaders + EmptyImage first chunk + StreamingT2V Extend (64x64, 2 chunks, 1 step) + PreviewAny."""
     out = lambda name, typ, links: {"name": name, "type": typ, "links": links}  # noqa: E731
     inp = lambda name, typ, link: {"name": name, "type": typ, "link": link}  # noqa: E731
@@ -46,7 +46,7 @@ def extend_workflow(run_name: str) -> dict:
         _node(1, "CLIPLoader", [0, 0], [300, 110], [], [out("CLIP", "CLIP", [1, 2])],
               ["open_clip_h_text.safetensors", "stable_diffusion", "default"]),
         _node(2, "CLIPTextEncode", [0, 160], [300, 120], [inp("clip", "CLIP", 1)],
-              [out("CONDITIONING", "CONDITIONING", [3])], ["a cat walks on the street"]),
+              [out("CONDITIONING", "CONDITIONING", [3])], [prompt]),
         _node(3, "CLIPTextEncode", [0, 330], [300, 100], [inp("clip", "CLIP", 2)],
               [out("CONDITIONING", "CONDITIONING", [4])], [""]),
         _node(4, "CLIPVisionLoader", [0, 480], [300, 60], [], [out("CLIP_VISION", "CLIP_VISION", [5])],
@@ -55,12 +55,12 @@ def extend_workflow(run_name: str) -> dict:
         _node(6, "StreamingT2VModelLoader", [0, 700], [300, 130], [],
               [out("MODEL", "MODEL", [7]), out("STRING", "STRING", None)],
               ["streaming_t2v.safetensors", "default", "extender"]),
-        _node(7, "EmptyImage", [0, 880], [300, 130], [], [out("IMAGE", "IMAGE", [8])], [64, 64, 16, 0x8844CC]),
+        _node(7, "EmptyImage", [0, 880], [300, 130], [], [out("IMAGE", "IMAGE", [8])], [64, 64, 16, color]),
         _node(EXTEND_ID, "StreamingT2VExtend", [400, 0], [380, 900],
               [inp("model", "MODEL", 7), inp("positive", "CONDITIONING", 3), inp("negative", "CONDITIONING", 4),
                inp("clip_vision", "CLIP_VISION", 5), inp("vae", "VAE", 6), inp("first_chunk", "IMAGE", 8)],
               [out("frames", "IMAGE", None), out("info", "STRING", [9]), out("run", "STRING", None)],
-              [32, 5, "fixed", 1, 7.5, "ddpm", "ddim_uniform", 64, 64, "", True, run_name, "", 0, "whole video"]),
+              [32, 5, "fixed", 1, 7.5, "ddpm", "ddim_uniform", 64, 64, "", True, run_name, "", 0, "whole video", "off"]),
         _node(9, "PreviewAny", [850, 0], [300, 200], [inp("source", "*", 9)], [], []),
     ]
     links = [[1, 1, 0, 2, 0, "CLIP"], [2, 1, 0, 3, 0, "CLIP"], [3, 2, 0, 8, 1, "CONDITIONING"],
@@ -101,16 +101,28 @@ def queue_and_report(ui, comfy_server) -> list[str]:
     return history["outputs"][str(EXTEND_ID)]["streamingt2v_run"][0]["sources"]
 
 
-def test_a_new_extend_node_keeps_its_seed_fixed_and_a_loaded_one_keeps_its_choice(ui):
-    page = ui.page
-    page.evaluate("() => app.loadGraphData({nodes: [], links: [], groups: [], version: 0.4}, true, false)")
-    node_id = page.evaluate("() => __st2v.addNode('StreamingT2VExtend', [60, 80])")
-    control = page.evaluate(
+# Every node whose output feeds a long run: a new seed there means a new run (first chunk) or a whole
+# video refined again (Refine, its blending windows), so each starts at "fixed" (js/runs.js).
+SEED_FIXED_NODES = ["StreamingT2VExtend", "StreamingT2VInitialChunk", "StreamingT2VRefine",
+                    "StreamingT2VRandomizedBlendingWindows"]
+
+
+def seed_control(page, node_id: int) -> str:
+    return page.evaluate(
         """(id) => { const n = app.graph.getNodeById(id);
                      const seed = n.widgets.find((w) => w.name === 'seed');
                      return (seed.linkedWidgets?.[0] ?? n.widgets.find((w) => w.name === 'control_after_generate')).value; }""",
         node_id)
-    assert control == "fixed"
+
+
+def test_a_new_extend_node_keeps_its_seed_fixed_and_a_loaded_one_keeps_its_choice(ui):
+    page = ui.page
+    page.evaluate("() => app.loadGraphData({nodes: [], links: [], groups: [], version: 0.4}, true, false)")
+    for k, node_type in enumerate(SEED_FIXED_NODES):
+        other = page.evaluate("([t, x]) => __st2v.addNode(t, [x, 900])", [node_type, 60 + 420 * k])
+        assert seed_control(page, other) == "fixed", node_type
+    node_id = page.evaluate("() => __st2v.addNode('StreamingT2VExtend', [60, 80])")
+    assert seed_control(page, node_id) == "fixed"
     names = page.evaluate("(id) => app.graph.getNodeById(id).widgets.map((w) => w.name)", node_id)
     assert names.index("streamingt2v_run_readout") > names.index("streamingt2v_readout"), names  # plan, then run
     workflow = extend_workflow("x")
@@ -182,3 +194,110 @@ def test_the_readout_says_before_queueing_what_the_run_then_reuses(ui, comfy_ser
     page.wait_for_timeout(300)
     page.screenshot(path=str(screenshot_dir / "run_readout.png"))
     assert not [e for e in ui.page_errors if "runs.js" in e], ui.page_errors
+
+
+# What an artist sets on every run stays on Extend's first screen; the rest (js/extend_options.js)
+# waits behind the button, grouped by purpose, and stays in the saved workflow and the prompt.
+FIRST_SCREEN = ["total_frames", "seed", "control_after_generate", "steps", "cfg", "sampler_name", "scheduler",
+                "width", "height"]
+OPTION_WIDGETS = ["prompt_schedule", "disk_cache", "run_name", "chunk_seeds", "regenerate_from", "frames_output",
+                  "color_match"]
+TOGGLE = "streamingt2v_more_options"
+
+
+def visible_widgets(page, node_id: int) -> list[str]:
+    return page.evaluate(
+        "(id) => { const n = app.graph.getNodeById(id); return n.widgets.filter((w) => n.isWidgetVisible(w))"
+        ".map((w) => w.name); }", node_id)
+
+
+def test_extends_first_screen_holds_what_is_set_every_time(ui, screenshot_dir):
+    page = ui.page
+    page.evaluate("() => __st2v.closePopups()")
+    page.evaluate("([g]) => __st2v.loadWorkflow(g, 'first_screen.json')", [extend_workflow("first-screen")])
+    shown = visible_widgets(page, EXTEND_ID)
+    assert [w for w in shown if not w.startswith("streamingt2v_")] == FIRST_SCREEN, shown
+    assert TOGGLE in shown and shown.index(TOGGLE) < shown.index("streamingt2v_readout"), shown
+    label = page.evaluate(f"(id) => app.graph.getNodeById(id).widgets.find((w) => w.name === '{TOGGLE}').label",
+                          EXTEND_ID)
+    assert label == "▸ prompt travel · run store · colour (1 set)", label  # run_name is not "auto"
+    closed_height = page.evaluate("(id) => app.graph.getNodeById(id).computeSize()[1]", EXTEND_ID)
+    page.evaluate("(id) => __st2v.focusNode(id, 1)", EXTEND_ID)
+    page.screenshot(path=str(screenshot_dir / "extend_first_screen.png"))
+
+    # A set option shows on the closed button; a real click opens the options, in their groups' order.
+    page.evaluate("([id]) => __st2v.setWidget(id, 'color_match', 'overlap')", [EXTEND_ID])
+    label = page.evaluate(f"(id) => app.graph.getNodeById(id).widgets.find((w) => w.name === '{TOGGLE}').label",
+                          EXTEND_ID)
+    assert label.endswith("(2 set)"), label
+    y = page.evaluate(f"(id) => {{ const w = app.graph.getNodeById(id).widgets.find((w) => w.name === '{TOGGLE}');"
+                      f" return w.y + (w.computedHeight ?? 20) / 2; }}", EXTEND_ID)
+    width = page.evaluate("(id) => app.graph.getNodeById(id).size[0]", EXTEND_ID)
+    point = page.evaluate("([id, x, y]) => __st2v.clientPoint(id, x, y)", [EXTEND_ID, width / 2, y])
+    page.mouse.click(point["x"], point["y"])
+    page.wait_for_timeout(300)
+    shown = visible_widgets(page, EXTEND_ID)
+    assert [w for w in shown if w in OPTION_WIDGETS] == OPTION_WIDGETS, shown
+    assert page.evaluate("(id) => app.graph.getNodeById(id).size[1]", EXTEND_ID) > closed_height
+    page.screenshot(path=str(screenshot_dir / "extend_options_shown.png"))
+
+    # Hidden or shown, every option is in the saved workflow (index by index) and in the prompt by name.
+    saved = next(n for n in page.evaluate("() => __st2v.serialize()")["nodes"] if n["id"] == EXTEND_ID)
+    assert saved["widgets_values"] == [32, 5, "fixed", 1, 7.5, "ddpm", "ddim_uniform", 64, 64, "", True,
+                                       "first-screen", "", 0, "whole video", "overlap"], saved["widgets_values"]
+    page.evaluate("([id]) => __st2v.setWidget(id, 'color_match', 'off')", [EXTEND_ID])
+    page.mouse.click(point["x"], point["y"])
+    page.wait_for_timeout(300)
+    assert [w for w in visible_widgets(page, EXTEND_ID) if w in OPTION_WIDGETS] == []
+    inputs = page.evaluate("() => __st2v.apiPrompt()")[str(EXTEND_ID)]["inputs"]
+    assert {k: inputs[k] for k in OPTION_WIDGETS} == {
+        "prompt_schedule": "", "disk_cache": True, "run_name": "first-screen", "chunk_seeds": "", "regenerate_from": 0,
+        "frames_output": "whole video", "color_match": "off"}, inputs
+
+
+def _open_fresh_page(ui):
+    """A second tab on the same server: a page that has queued nothing (what an artist opening a
+    saved workflow tomorrow sees)."""
+    page = ui.page.context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(ui.server.url + "/")
+    page.wait_for_function(
+        "() => window.app?.graph && app.extensions?.some(e => e.name === 'StreamingT2V.Runs')", timeout=120_000)
+    page.add_script_tag(content=HELPERS_JS.read_text())
+    page.evaluate("() => __st2v.closePopups()")
+    return page
+
+
+def test_the_auto_run_readout_on_a_fresh_page_finds_the_stored_run(ui, comfy_server, screenshot_dir):
+    page = ui.page
+    tag = uuid.uuid4().hex[:8]
+    prompt = f"a fox {tag} runs in the snow"
+    # A first chunk of its own colour: "auto" finds runs by their first chunk, other tests' included.
+    workflow = extend_workflow("auto", prompt=prompt, color=int(tag[:6], 16))
+    page.evaluate("() => __st2v.closePopups()")
+    page.evaluate("([g]) => __st2v.loadWorkflow(g, 'auto_readout.json')", [workflow])
+    lines = wait_for_readout(page, "run: auto · new")
+    assert lines[1] == "sample 1–2", lines
+    assert queue_and_report(ui, comfy_server) == ["sampled", "sampled"]
+    run_name = page.evaluate("(id) => app.graph.getNodeById(id).properties.streamingt2v_last_run", EXTEND_ID)
+    assert run_name and tag in run_name, run_name
+
+    fresh = _open_fresh_page(ui)
+    try:
+        fresh.evaluate("([g]) => __st2v.loadWorkflow(g, 'auto_readout.json')", [workflow])
+        lines = wait_for_readout(fresh, "reuse 1–2")
+        assert lines[0] == f"run: auto → {run_name} · 3 chunks stored", lines
+        title = fresh.evaluate(
+            "(id) => app.graph.getNodeById(id).widgets.find((w) => w.name === 'streamingt2v_run_readout').element.title",
+            EXTEND_ID)
+        assert run_name in title and "first chunk" in title, title
+        # ... and it follows the widgets: another size is another run.
+        fresh.evaluate("([id]) => __st2v.setWidget(id, 'width', 72)", [EXTEND_ID])
+        lines = wait_for_readout(fresh, "run: auto · new")
+        assert lines[1] == "sample 1–2", lines
+        fresh.evaluate("([id]) => __st2v.setWidget(id, 'width', 64)", [EXTEND_ID])
+        assert wait_for_readout(fresh, "reuse 1–2")[0].startswith(f"run: auto → {run_name}")
+        fresh.evaluate("(id) => __st2v.focusNode(id, 1)", EXTEND_ID)
+        fresh.screenshot(path=str(screenshot_dir / "run_readout_fresh_page.png"))
+    finally:
+        fresh.close()

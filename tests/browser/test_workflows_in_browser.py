@@ -25,6 +25,7 @@ from scripts.workflow_layout import (
     FIT_CANVAS,
     LOW_DETAIL_ZOOM,
     MIN_FONT_SIZE_FOR_LOD,
+    ZOOM_MARGIN,
     box_mismatches,
     describe,
     fit_zoom,
@@ -280,7 +281,13 @@ def _live_layout_problems(page, workflow: Path, object_info: dict) -> tuple[list
     return problems, live
 
 
-@pytest.mark.parametrize("workflow", WORKFLOW_FILES, ids=[p.stem for p in WORKFLOW_FILES])
+# Known (see tests/host/test_workflows.py): under the 5 % zoom margin, badges over loaders in the ControlNet one.
+LAYOUT_NOT_YET_READABLE = {"controlnet_long_video.json", "text_to_long_video_refined.json"}
+
+
+@pytest.mark.parametrize("workflow", [
+    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="layout not yet redone for the 5 % zoom margin"))
+    if p.name in LAYOUT_NOT_YET_READABLE else p for p in WORKFLOW_FILES], ids=[p.stem for p in WORKFLOW_FILES])
 def test_workflow_reads_at_a_glance(ui, object_info, screenshot_dir, workflow: Path):
     """In a 1600x1000 window the whole graph fits at a zoom the frontend draws in full detail, and
     the layout the editor draws is clean; the screenshot is what the artist sees on opening it."""
@@ -298,9 +305,11 @@ def test_workflow_reads_at_a_glance(ui, object_info, screenshot_dir, workflow: P
     # scripts/workflow_layout.py assumes for the file-only check.
     assert fit["canvasSize"] == list(FIT_CANVAS), fit
     assert fit["minFontSizeForLod"] == MIN_FONT_SIZE_FOR_LOD and abs(fit["threshold"] - LOW_DETAIL_ZOOM) < 1e-9, fit
-    assert fit["scale"] > fit["threshold"] and not fit["lowQuality"], (
+    # ... with a margin: a workflow just above the threshold turns unreadable with one more widget.
+    assert fit["scale"] >= fit["threshold"] * (1 + ZOOM_MARGIN) and not fit["lowQuality"], (
         f"{workflow.name}: zoom to fit in {FIT_CANVAS[0]}x{FIT_CANVAS[1]} gives {fit['scale']:.3f}, the frontend draws "
-        f"low detail below {fit['threshold']:.3f} ({describe(live)})")
+        f"low detail below {fit['threshold']:.3f}, and the layout check wants {ZOOM_MARGIN:.0%} above it "
+        f"({describe(live)})")
     assert problems == [], f"{workflow.name} ({describe(live)}):\n" + "\n".join(problems)
     # The file-only check predicts the editor's "Zoom to fit" (same bounds, padding and fill).
     predicted = fit_zoom(geometry_from_workflow(workflow, object_info), FIT_CANVAS)

@@ -12,7 +12,9 @@ from scripts.workflow_layout import (
     FIT_PADDING,
     GROUP_TITLE_HEIGHT,
     LOW_DETAIL_ZOOM,
+    READABLE_ZOOM,
     TITLE_HEIGHT,
+    ZOOM_MARGIN,
     Box,
     crossing_fan_out,
     fit_zoom,
@@ -108,9 +110,26 @@ def test_fan_out_links_in_the_wrong_order_cross():
 
 
 def test_fit_zoom_is_the_frontends_zoom_to_fit_and_the_threshold_its_lod_rule():
-    wide = _graph([_node(1, (0, TITLE_HEIGHT), (2000, 300))])
-    expected = FIT_FILL * 1600 / (2000 + 2 * FIT_PADDING)
+    wide = _graph([_node(1, (0, TITLE_HEIGHT), (1900, 300))])
+    expected = FIT_FILL * 1600 / (1900 + 2 * FIT_PADDING)
     assert fit_zoom(geometry_from_workflow(wide), (1600, 1000)) == pytest.approx(expected)
     assert LOW_DETAIL_ZOOM == pytest.approx(8 / 14)
     assert any("low-detail" in p for p in layout_problems(geometry_from_workflow(_graph([_node(1, (0, 30), (2200, 300))]))))
     assert layout_problems(geometry_from_workflow(wide)) == []
+
+
+def test_fit_zoom_must_keep_a_five_percent_margin_above_the_low_detail_threshold():
+    """Two workflows once fitted at 0.574, 0.4 % above 0.571: readable today, unreadable after one more widget."""
+    assert ZOOM_MARGIN >= 0.05 and READABLE_ZOOM == pytest.approx(LOW_DETAIL_ZOOM * (1 + ZOOM_MARGIN))
+
+    def graph_at(zoom: float) -> dict:
+        width = FIT_FILL * 1600 / zoom - 2 * FIT_PADDING  # the width "Zoom to fit" gives exactly this zoom
+        return _graph([_node(1, (0, TITLE_HEIGHT), (width, 300))])
+
+    tight = geometry_from_workflow(graph_at(0.574))
+    assert fit_zoom(tight) == pytest.approx(0.574)
+    problems = layout_problems(tight)
+    assert len(problems) == 1 and "5% above" in problems[0] and "needs 0.600" in problems[0], problems
+    assert layout_problems(geometry_from_workflow(graph_at(READABLE_ZOOM * 1.001))) == []
+    # The margin is a parameter of the check (0 gives the frontend's bare threshold).
+    assert layout_problems(tight, margin=0.0) == []
