@@ -30,10 +30,21 @@ from harness import (  # noqa: E402
 )
 
 
+# Host modules in the quick tier (`bash scripts/test.sh --quick`): seconds each after the shared host start-up,
+# no workflow runs, no full-size encoders. Measured with --durations on 2 cores.
+QUICK_HOST_MODULES = {
+    "test_node_defaults.py",
+    "test_context_blend.py",
+    "test_registration.py",
+}
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "tests/host" in str(item.fspath).replace(os.sep, "/"):
             item.add_marker(pytest.mark.host)
+            if Path(str(item.fspath)).name in QUICK_HOST_MODULES:
+                item.add_marker(pytest.mark.quick)
 
 
 @pytest.fixture(scope="module", autouse=True)
