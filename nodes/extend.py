@@ -52,7 +52,8 @@ from .extend_digests import digest, model_fingerprint, run_identity
 from .extend_run import CHUNK_FRAMES, COND_FRAMES, ExtensionJob, ExtensionResult, ExtensionRun
 from .initial_chunk import VAE_SCALE, decode_video_latent, sample_video_latent
 from .runs import run_store
-from .validation import check_anchor_embeddings, check_extend_inputs, check_prompt_schedule, check_sampled_latent
+from .validation import (check_anchor_embeddings, check_extend_inputs, check_prompt_schedule, check_sampled_latent,
+                         long_prompt_note)
 
 __all__ = [
     "parse_prompt_schedule",
@@ -438,7 +439,8 @@ class ExtendNode(io.ComfyNode):
                              f"conditioning frames is not supported (expected {CHUNK_FRAMES}/{COND_FRAMES})")
         # NaN/inf in the frames, the conditioning or the VAE is refused now; frames a little outside [0, 1] are
         # clamped with a note (nodes/validation.py).
-        first_chunk, anchor, input_notes = check_extend_inputs(first_chunk, anchor, positive, negative, vae)
+        first_chunk, anchor, input_notes = check_extend_inputs(first_chunk, anchor, positive, negative, vae,
+                                                               model=model, clip_vision=clip_vision)
         # A ControlNet our UNet cannot run is refused here, before any work (and it names positive/negative).
         has_control = check_conditioning_controls(model, positive=positive, negative=negative)
         schedule = parse_prompt_schedule(prompt_schedule or "")
@@ -499,16 +501,26 @@ class ExtendNode(io.ComfyNode):
 
         anchor_image = first[:1] if anchor is None else anchor[:1, ..., :3].to(torch.float32)
         anchor_embeds, grey_embeds = anchor_embeddings(clip_vision, anchor_image)
-        check_anchor_embeddings(anchor_embeds, grey_embeds)
+        check_anchor_embeddings(anchor_embeds, grey_embeds, getattr(config, "image_embed_dim", None))
 
         chunk_positives, chunk_prompts = None, None
         if schedule:
             # Scheduled prompts keep positive's ControlNet (the control video runs through the prompt changes).
-            encoded = [with_controls_of(positive, encode_text(clip, p)) for _, p in schedule]
+            # Only the entries some sampled chunk uses are encoded, each once (a schedule of 2000 entries over a
+            # short video encodes a few); chunk 0 is the given first chunk and needs no encoding.
+            encoded: dict[int, list] = {}
+            tokens = getattr(getattr(config, "unet", None), "text_tokens", 77)
             chunk_positives, chunk_prompts = [], []
             for spec in plan.chunks:
                 i = scheduled_prompt_index(schedule, spec.new_range[0])
-                chunk_positives.append(positive if i is None else encoded[i])
+                if i is not None and spec.index > 0 and i not in encoded:
+                    encoded[i] = with_controls_of(positive, encode_text(clip, schedule[i][1]))
+                    note = long_prompt_note(encoded[i], f"prompt_schedule: the entry '{schedule[i][0]}: "
+                                            f"{schedule[i][1][:40]}{'...' if len(schedule[i][1]) > 40 else ''}'",
+                                            tokens, "the extender")
+                    if note:
+                        notes.append(note)
+                chunk_positives.append(positive if i is None or spec.index == 0 else encoded[i])
                 chunk_prompts.append(text if i is None else schedule[i][1])
             notes.append("prompt schedule: " + "; ".join(f"{f}: {p}" for f, p in schedule))
 

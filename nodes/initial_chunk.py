@@ -23,7 +23,8 @@ from comfy_api.latest import io
 
 from .comfy_model import KIND_BASE_UNET3D, require_model_kind
 from .controlnet import check_conditioning_controls
-from .validation import check_conditioning, check_decoded_frames, check_sampled_latent, check_vae, sampler_watch
+from .validation import (check_decoded_frames, check_model_conditioning, check_sampled_latent, check_vae,
+                         check_vae_channels, sampler_watch)
 
 __all__ = ["sample_video_latent", "decode_video_latent", "step_callback", "InitialChunkNode", "NODES"]
 
@@ -150,9 +151,10 @@ class InitialChunkNode(io.ComfyNode):
                 raise ValueError(f"{name}: must be a multiple of {VAE_SCALE}, got {value}")
         if frames < 1:
             raise ValueError(f"frames: must be >= 1, got {frames}")
-        # NaN in the text embeddings or the VAE's weights: refused now, not found in the frames after sampling.
-        check_conditioning(positive, "positive")
-        check_conditioning(negative, "negative")
+        # Text embeddings of another encoder's width (or none), NaN in them, a VAE of another latent width or NaN in
+        # its weights: refused now, not found inside the sampler or after it.
+        check_model_conditioning(model, positive, negative, model_label="the ModelScope T2V UNet3D")
+        check_vae_channels(vae, model, strict=False)
         check_vae(vae)
         shape = (1, LATENT_CHANNELS, frames, height // VAE_SCALE, width // VAE_SCALE)
         pbar = comfy.utils.ProgressBar(steps)

@@ -35,7 +35,7 @@ from streamingt2v_core.metrics.mawe import DEFAULT_COEFF, DEFAULT_SIZE, load_raf
 from streamingt2v_core.metrics.plot import PLAN_CHOICES, chunk_marks, plot_series
 from streamingt2v_core.metrics.scuts import count_scene_cuts
 
-from .validation import check_image_batch
+from .validation import check_rgb_frames
 
 RAFT_FOLDER = "raft"
 CLIP_FOLDER = "streamingt2v_metrics"
@@ -228,9 +228,11 @@ class SCutsNode(io.ComfyNode):
 
     @classmethod
     def execute(cls, images: torch.Tensor, fps: float, chunk_plan: str, filename_prefix: str) -> io.NodeOutput:
-        check_image_batch(images, "images", consequence="SCuts compares the colours of consecutive frames and "
-                          "cannot compare NaN pixels, so it measures nothing; drop or replace those frames")
+        images, input_notes = check_rgb_frames(images, "images", consequence="SCuts compares the colours of "
+                                               "consecutive frames and cannot compare NaN pixels, so it measures "
+                                               "nothing; drop or replace those frames")
         result = count_scene_cuts(images, fps=fps)
+        _log_notes("SCuts", input_notes)
         _log_notes("SCuts", result.notes)
         num_frames = int(images.shape[0])
         marks = chunk_marks(chunk_plan, num_frames)
@@ -242,7 +244,8 @@ class SCutsNode(io.ComfyNode):
                          num_frames, result.cut_frames, scuts=result.num_cuts)
         cuts_text = ", ".join(str(c) for c in result.cut_frames)
         summary = (f"SCuts: {result.num_cuts}" + (f" (at frames {cuts_text})" if cuts_text else "")
-                   + "".join(f"\nnote (images): {n}" for n in result.notes) + f"\nreport: {path}")
+                   + "".join(f"\nnote (images): {n}" for n in result.notes)
+                   + "".join(f"\nnote: {n}" for n in input_notes) + f"\nreport: {path}")
         plot_image = _plot_image(plot)
         return io.NodeOutput(result.num_cuts, cuts_text, series, plot_image, ui=_result_ui(cls, plot_image, summary))
 
@@ -297,9 +300,11 @@ class MAWENode(io.ComfyNode):
     @classmethod
     def execute(cls, images: torch.Tensor, flow_backend: str, raft_weights: str, coeff: float, size: int,
                 chunk_plan: str, filename_prefix: str) -> io.NodeOutput:
-        check_image_batch(images, "images", min_frames=2, min_frames_reason="MAWE compares pairs of consecutive "
-                          "frames", consequence="optical flow and warp errors of NaN pixels are undefined, so MAWE "
-                          "measures nothing; drop or replace those frames")
+        images, input_notes = check_rgb_frames(
+            images, "images", min_frames=2, min_frames_reason="MAWE compares pairs of consecutive frames",
+            consequence="optical flow and warp errors of NaN pixels are undefined, so MAWE measures nothing; drop or "
+                        "replace those frames")
+        _log_notes("MAWE", input_notes)
         raft_path = cls._raft_path(flow_backend, raft_weights)
         device = _device()
         raft_model, fallback = cls._load_raft(flow_backend, raft_path)
@@ -331,6 +336,7 @@ class MAWENode(io.ComfyNode):
                                            " (NOT comparable to the paper's RAFT-large numbers)")
                    + (f"\n{len(result.low_motion_pairs)} near-static pair(s)" if result.low_motion_pairs else "")
                    + "".join(f"\nnote (images): {n}" for n in result.notes)
+                   + "".join(f"\nnote: {n}" for n in input_notes)
                    + f"\nreport: {path}")
         plot_image = _plot_image(plot)
         return io.NodeOutput(result.mawe, result.mawe_robust, flow_used, series, plot_image,
@@ -475,8 +481,9 @@ class CLIPScoreNode(io.ComfyNode):
                 filename_prefix: str) -> io.NodeOutput:
         if not prompt.strip():
             raise ValueError("prompt: the CLIP score needs the text the video was generated from; got an empty prompt")
-        check_image_batch(images, "images", consequence="CLIP would embed NaN pixels into NaN and the mean score "
-                          "would be NaN; drop or replace those frames")
+        images, input_notes = check_rgb_frames(images, "images", consequence="CLIP would embed NaN pixels into NaN "
+                                               "and the mean score would be NaN; drop or replace those frames")
+        _log_notes("CLIP score", input_notes)
         path = _clip_path(clip_checkpoint)
         bundle = _cached(_CLIP_CACHE, (*_file_key(path), architecture),
                          lambda: load_open_clip(path, architecture, device="cpu"))
@@ -499,7 +506,8 @@ class CLIPScoreNode(io.ComfyNode):
         report_path = _write_report(filename_prefix, report)
         series = _series("CLIP score", "100 x cos(text, frame)", [float(i) for i in range(num_frames)],
                          result.per_frame, num_frames, architecture=result.architecture)
-        summary = f"CLIP score: {result.score:.2f} ({result.architecture})\nreport: {report_path}"
+        summary = (f"CLIP score: {result.score:.2f} ({result.architecture})"
+                   + "".join(f"\nnote: {n}" for n in input_notes) + f"\nreport: {report_path}")
         plot_image = _plot_image(plot)
         return io.NodeOutput(result.score, series, plot_image, ui=_result_ui(cls, plot_image, summary))
 

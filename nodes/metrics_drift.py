@@ -26,6 +26,7 @@ from streamingt2v_core.metrics.drift import (
 from streamingt2v_core.metrics.plot import plot_drift_and_seams
 
 from .metrics import Series, _plot_image, _prefix_input, _progress, _result_ui, _series, _write_report
+from .validation import alpha_note, unit_range
 
 _EMBED_BATCH = 16
 
@@ -138,14 +139,23 @@ class DriftSeamsNode(io.ComfyNode):
     @classmethod
     def execute(cls, images: torch.Tensor, chunk_plan: str, first_chunk: int, new_frames_per_chunk: int,
                 clip_frames_per_chunk: int, filename_prefix: str, clip_vision: Any = None) -> io.NodeOutput:
-        if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[-1] != 3:
+        if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[-1] < 3:
             got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
             raise ValueError(f"images: expected an IMAGE batch [frames, height, width, 3], got {got}")
+        # The rules of every node (nodes/validation.py): alpha dropped with a note, 0..255 or [-1, 1] refused, values
+        # a little outside [0, 1] clamped with a note; NaN frames are left out below, not refused.
+        input_notes = [n for n in [alpha_note(images, "images")] if n]
+        images = images[..., :3]
         num_frames = int(images.shape[0])
         # The plan and the anchor first: what cannot be measured is refused before any encoder runs.
         windows = chunk_windows(chunk_plan, num_frames, first_chunk, new_frames_per_chunk, name="images")
         segments = chunk_segments(windows, num_frames)
         finite = torch.isfinite(images.reshape(num_frames, -1)).all(dim=1)
+        if bool(finite.any()):
+            _, note = unit_range(images if bool(finite.all()) else images[finite], "images")
+            if note:
+                images = images.clamp(0.0, 1.0)  # NaN stays NaN: those frames are left out
+                input_notes.append(note)
         anchor_start, anchor_end = segments[0]
         if not finite[anchor_start:anchor_end].any():
             raise ValueError(f"images: every frame of the anchor chunk (frames {anchor_start}..{anchor_end - 1}) holds "
@@ -181,8 +191,9 @@ class DriftSeamsNode(io.ComfyNode):
         plot_image = _plot_image(plot)
         # Numbers and plot in the node's fixed-size result box, like the other metric nodes: the
         # host's own preview would grow the node after every run, over its neighbours.
+        summary = summary_text(result, path, clip_vision is not None) + "".join(f"\nnote: {n}" for n in input_notes)
         return io.NodeOutput(result.seam_score, ", ".join(str(f) for f in flagged), result.final_delta_e, series,
-                             plot_image, ui=_result_ui(cls, plot_image, summary_text(result, path, clip_vision is not None)))
+                             plot_image, ui=_result_ui(cls, plot_image, summary))
 
 
 NODES = [DriftSeamsNode]

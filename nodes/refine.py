@@ -51,8 +51,8 @@ from streamingt2v_core.video import (RESIZE_FILTERS, PadBox, StreamingVideoWrite
 
 from .context_blend import apply_randomized_blending, check_video_model, validate_window_settings
 from .previews import RefinePreviews
-from .validation import (ModelSizes, NonFiniteError, all_finite, check_decoded_frames, check_image_batch,
-                         check_refine_resources, refine_watch)
+from .validation import (ModelSizes, NonFiniteError, all_finite, check_decoded_frames, check_refine_resources,
+                         check_rgb_frames, check_vae_channels, refine_watch)
 
 #: Our scheduler: the official refiner's "trailing" timesteps from t' down, in the model's sigmas.
 TRAILING_SCHEDULER = "streamingt2v_trailing"
@@ -160,9 +160,11 @@ class RefineInputs:
         if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[-1] < 3:
             shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
             raise ValueError(f"images must be an IMAGE batch [frames, height, width, 3], got {shape}")
-        check_image_batch(images, "images", consequence="the VAE would carry them into the latent and the windows "
-                          "holding them (and, through the blending, their neighbours) would come out NaN; fix or "
-                          "drop those frames")
+        # The rules of every node (nodes/validation.py): NaN refused, alpha dropped and values a little outside
+        # [0, 1] clamped (both with a note), 0..255 or [-1, 1] data refused.
+        self.images, self.notes = check_rgb_frames(
+            images, "images", consequence="the VAE would carry them into the latent and the windows holding them "
+            "(and, through the blending, their neighbours) would come out NaN; fix or drop those frames")
         check_video_model(model, "model")
         validate_window_settings(chunk, overlap, blend_mode)
         if resize_mode not in RESIZE_MODES:
@@ -171,10 +173,7 @@ class RefineInputs:
             raise ValueError(f"upscale_method must be one of {RESIZE_FILTERS}, got {upscale_method!r}")
         if output not in OUTPUT_MODES:
             raise ValueError(f"output must be one of {OUTPUT_MODES}, got {output!r}")
-        latent_format = model.get_model_object("latent_format")
-        if getattr(vae, "latent_channels", None) != latent_format.latent_channels:
-            raise ValueError(f"vae makes {getattr(vae, 'latent_channels', '?')}-channel latents but the model expects "
-                             f"{latent_format.latent_channels} channels: use the VAE that belongs to the model")
+        check_vae_channels(vae, model)
         stride = spatial_stride(model, vae)
         # Models with further size rules (the MS-Vid2Vid-XL resampling: heights 16 + 64k px, widths 64k px); the
         # error lists the nearest sizes the model takes.
@@ -372,10 +371,14 @@ class Refine(io.ComfyNode):
         setup = RefineInputs(images, model, vae, width, height, chunk, overlap, blend_mode, resize_mode,
                              upscale_method, output)
         box = setup.box
-        # Before any work: NaN in the text embeddings or the VAE's weights, and the RAM the latent and output need.
+        images = setup.images
+        for note in setup.notes:
+            logging.warning("StreamingT2V Refine: %s", note)
+        # Before any work: the text embeddings' width and NaN, the VAE's weights, and the RAM the latent and output
+        # need.
         check_refine_resources(positive, negative, vae, int(images.shape[0]), setup.latent_frames,
                                model.get_model_object("latent_format").latent_channels, vae_stride(vae), box,
-                               crop_padding, output)
+                               crop_padding, output, model=model)
         logging.info("StreamingT2V Refine: %d frames, canvas %dx%d (content %dx%d), %d latent frames",
                      images.shape[0], width, height, box.width, box.height, setup.latent_frames)
         previews = RefinePreviews(int(images.shape[0]))

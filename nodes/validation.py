@@ -36,6 +36,15 @@ __all__ = [
     "check_extend_frames",
     "check_anchor_embeddings",
     "check_extend_inputs",
+    "check_rgb_frames",
+    "alpha_note",
+    "check_conditioning_shape",
+    "check_model_conditioning",
+    "long_prompt_note",
+    "model_text_width",
+    "check_vae_channels",
+    "check_clip_vision",
+    "clip_vision_width",
     "check_prompt_schedule",
     "nearest_valid_sizes",
     "ModelSizes",
@@ -60,6 +69,10 @@ def check_image_batch(images: Any, name: str, *, min_frames: int = 1, consequenc
     """
     if not torch.is_tensor(images) or images.ndim != 4 or images.shape[-1] < 3:
         got = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
+        if torch.is_tensor(images) and images.ndim == 4 and images.shape[-1] in (1, 2):
+            raise ValueError(f"{name}: expected RGB frames [frames, height, width, 3], got {got}: "
+                             f"{images.shape[-1]} channel{'s' if images.shape[-1] > 1 else ''} (grayscale?); convert "
+                             f"them to RGB first")
         raise ValueError(f"{name}: expected an IMAGE batch [frames, height, width, 3], got {got}")
     if images.shape[0] < min_frames:
         why = f" ({min_frames_reason})" if min_frames_reason else ""
@@ -71,29 +84,49 @@ def check_image_batch(images: Any, name: str, *, min_frames: int = 1, consequenc
     return images
 
 
+def alpha_note(images: torch.Tensor, name: str) -> str | None:
+    """The note for the info output when ``images`` has an alpha channel, which every node drops (the models take
+    RGB; the host's own VAE Encode does the same, silently); None for RGB."""
+    if images.shape[-1] <= 3:
+        return None
+    return (f"{name}: the frames have {images.shape[-1]} channels (RGBA); the alpha channel was dropped, the RGB "
+            f"values are used as they are (composite onto a background first if the transparent parts matter)")
+
+
+def check_rgb_frames(images: Any, name: str, *, consequence: str, min_frames: int = 1,
+                     min_frames_reason: str = "") -> tuple[torch.Tensor, list[str]]:
+    """The rules every node applies to an IMAGE input, before any work: the shape and NaN/inf
+    (:func:`check_image_batch`), an alpha channel dropped with a note, values a little outside [0, 1] clamped
+    with a note, and other ranges (0..255, [-1, 1]) refused naming ``name`` (:func:`unit_range`). Returns the RGB
+    frames and the notes for the node's output."""
+    check_image_batch(images, name, min_frames=min_frames, consequence=consequence,
+                      min_frames_reason=min_frames_reason)
+    notes = [n for n in [alpha_note(images, name)] if n]
+    images, note = unit_range(images[..., :3], name)
+    if note:
+        notes.append(note)
+    return images, notes
+
+
 def check_extend_frames(first_chunk: torch.Tensor, anchor: Any) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
     """Extend's frames: ``first_chunk`` and the optional ``anchor`` free of NaN/inf and in [0, 1].
 
     Values slightly outside [0, 1] are clamped and a note for the info output says so; [-1, 1] or 0..255 data is
     refused. Only frame 0 of ``anchor`` is used, so only it is checked. Returns ``(first_chunk, anchor, notes)``.
     """
-    notes: list[str] = []
-    check_frames_finite(first_chunk[..., :3], "first_chunk",
-                        "the extender conditions each chunk on the last 8 frames, so NaN would spread into every "
-                        "chunk after them; fix or drop those frames")
-    first_chunk, note = unit_range(first_chunk, "first_chunk")
-    if note:
-        notes.append(note)
+    first_chunk, notes = check_rgb_frames(
+        first_chunk, "first_chunk", consequence="the extender conditions each chunk on the last 8 frames, so NaN "
+        "would spread into every chunk after them; fix or drop those frames")
     if anchor is not None:
-        if not torch.is_tensor(anchor) or anchor.ndim != 4 or anchor.shape[0] < 1 or anchor.shape[-1] < 3:
-            got = tuple(anchor.shape) if torch.is_tensor(anchor) else type(anchor).__name__
-            raise ValueError(f"anchor: expected an IMAGE (frame 0 is the APM anchor), got {got}")
-        anchor = anchor[:1]
-        check_frames_finite(anchor[..., :3], "anchor",
-                            "its CLIP embedding conditions every chunk (APM), so the whole video would be NaN")
-        anchor, note = unit_range(anchor, "anchor")
-        if note:
-            notes.append(note)
+        if torch.is_tensor(anchor) and anchor.ndim == 4 and anchor.shape[0] > 1:
+            notes.append(f"anchor: {anchor.shape[0]} images given; only the first is used (the APM takes one anchor "
+                         f"image)")
+        if torch.is_tensor(anchor) and anchor.ndim == 4 and anchor.shape[0] < 1:
+            raise ValueError(f"anchor: expected an IMAGE (frame 0 is the APM anchor), got {tuple(anchor.shape)}")
+        anchor, anchor_notes = check_rgb_frames(
+            anchor[:1] if torch.is_tensor(anchor) and anchor.ndim == 4 else anchor, "anchor",
+            consequence="its CLIP embedding conditions every chunk (APM), so the whole video would be NaN")
+        notes += anchor_notes
     return first_chunk, anchor, notes
 
 
@@ -127,6 +160,130 @@ def check_conditioning(conditioning: Any, name: str) -> None:
                 raise NonFiniteError(f"{name}: the {what}{where} holds NaN or inf values (a broken text encoder, or "
                                      f"one overflowing in fp16: load it in fp32); the model would sample NaN",
                                      name)
+
+
+#: Text-embedding widths of the usual text encoders, to say in an error which one made a CONDITIONING.
+TEXT_ENCODER_WIDTHS = {
+    768: "SD1.x's CLIP-L text encoder",
+    1024: "OpenCLIP-H, the text encoder of SD2.x and StreamingT2V",
+    1280: "an OpenCLIP-bigG text encoder",
+    2048: "SDXL's text encoders, CLIP-L + OpenCLIP-bigG",
+    4096: "a T5-XXL or LLM text encoder: Flux, SD3, Wan, ...",
+}
+
+
+def _encoder_name(width: int) -> str:
+    return TEXT_ENCODER_WIDTHS.get(width, "another text encoder")
+
+
+def check_conditioning_shape(conditioning: Any, name: str, *, width: int | None = None, tokens: int | None = None,
+                             model_label: str = "the model") -> None:
+    """A CONDITIONING's text embeddings ``[B, tokens, width]``: at least one token, ``width`` wide (the model's
+    cross-attention width, when known) and, with ``tokens``, at least that many tokens; errors name ``name``.
+
+    Refused here, before any sampling: inside the sampler a wrong width is a bare ``Sizes of tensors must match``
+    and 0 tokens a ``ZeroDivisionError`` of the host's batching.
+    """
+    if not isinstance(conditioning, list):
+        raise ValueError(f"{name}: expected a CONDITIONING (from CLIPTextEncode), got {type(conditioning).__name__}")
+    if not conditioning:
+        raise ValueError(f"{name}: the CONDITIONING is empty (no entry); connect CLIPTextEncode (an empty text is a "
+                         f"valid negative)")
+    for i, entry in enumerate(conditioning):
+        where = f" (entry {i + 1} of {len(conditioning)})" if len(conditioning) > 1 else ""
+        tensor = entry[0] if isinstance(entry, (list, tuple)) and entry else None
+        if not torch.is_tensor(tensor) or tensor.ndim != 3:
+            got = tuple(tensor.shape) if torch.is_tensor(tensor) else type(tensor).__name__
+            raise ValueError(f"{name}: expected text embeddings [batch, tokens, width]{where}, got {got}")
+        if tensor.shape[1] == 0:
+            raise ValueError(f"{name}: the text embedding{where} has 0 tokens, so {model_label} has nothing to "
+                             f"attend to; encode a text with CLIPTextEncode (even an empty text gives 77 tokens)")
+        if width is not None and tensor.shape[-1] != width:
+            raise ValueError(f"{name}: the text embedding{where} is {tensor.shape[-1]} wide "
+                             f"({_encoder_name(int(tensor.shape[-1]))}), but {model_label} takes {width}-wide ones "
+                             f"({_encoder_name(width)}); load that text encoder with CLIPLoader and encode the "
+                             f"prompt with it")
+        if tokens is not None and tensor.shape[1] < tokens:
+            raise ValueError(f"{name}: the text embedding{where} has {tensor.shape[1]} tokens, but {model_label} "
+                             f"takes {tokens} (as CLIPTextEncode gives them); encode the prompt with CLIPTextEncode")
+
+
+def long_prompt_note(conditioning: Any, name: str, tokens: int, model_label: str = "the model") -> str | None:
+    """A note for the info output when a CONDITIONING has more than ``tokens`` tokens (a prompt longer than one
+    CLIP window of 75 words-pieces) and the model uses only the first ``tokens``; None otherwise."""
+    longest = max((int(e[0].shape[1]) for e in conditioning or []
+                   if isinstance(e, (list, tuple)) and e and torch.is_tensor(e[0]) and e[0].ndim == 3), default=0)
+    if longest <= tokens:
+        return None
+    return (f"{name}: the prompt is {longest} tokens long; {model_label} uses the first {tokens} (one CLIP window, "
+            f"about 75 word pieces), the rest is cut; shorten the prompt to use all of it")
+
+
+def _core_config(model: Any) -> Any:
+    """The ``streamingt2v_core`` config of one of our MODELs (None for another host model)."""
+    inner = getattr(model, "model", None)
+    return getattr(getattr(inner, "model_config", None), "core_config", None)
+
+
+def model_text_width(model: Any) -> int | None:
+    """The width of the text embeddings ``model`` cross-attends to, when it is known (our UNets: their
+    ``cross_attention_dim``; host UNets: ``context_dim``); None when it cannot be read (then nothing is checked)."""
+    config = _core_config(model)
+    unet = getattr(config, "unet", config)
+    width = getattr(unet, "cross_attention_dim", None)
+    if isinstance(width, int):
+        return width
+    unet_config = getattr(getattr(getattr(model, "model", None), "model_config", None), "unet_config", None)
+    width = unet_config.get("context_dim") if isinstance(unet_config, dict) else None
+    return width if isinstance(width, int) and width > 0 else None
+
+
+def check_model_conditioning(model: Any, positive: Any, negative: Any, *, model_label: str = "the model",
+                             tokens: int | None = None) -> None:
+    """``positive``/``negative`` fit ``model``: :func:`check_conditioning_shape` with the model's text width, then
+    NaN/inf (:func:`check_conditioning`)."""
+    width = model_text_width(model)
+    for name, conditioning in (("positive", positive), ("negative", negative)):
+        check_conditioning_shape(conditioning, name, width=width, tokens=tokens, model_label=model_label)
+        check_conditioning(conditioning, name)
+
+
+def check_vae_channels(vae: Any, model: Any, name: str = "vae", *, strict: bool = True) -> None:
+    """The VAE makes the latents the model takes (channels), checked before any sampling: a 16-channel VAE (Flux,
+    SD3, Wan) with a 4-channel SD-latent model is otherwise a bare conv error after the first chunk was sampled.
+    ``strict``: refuse a VAE that does not say its channels (else such a VAE is let through)."""
+    try:
+        expected = model.get_model_object("latent_format").latent_channels
+    except Exception:  # noqa: BLE001 - not a host ModelPatcher: nothing to compare with
+        return
+    got = getattr(vae, "latent_channels", None)
+    if got == expected or (got is None and not strict):
+        return
+    raise ValueError(f"{name} makes {got if got is not None else '?'}-channel latents but the model expects "
+                     f"{expected} channels: use the VAE that belongs to the model")
+
+
+def clip_vision_width(clip_vision: Any) -> int | None:
+    """The width of a host CLIP vision model's pooled, projected image embedding (``image_embeds``), read from its
+    projection layer without encoding anything; None when it cannot be read."""
+    projection = getattr(getattr(clip_vision, "model", None), "visual_projection", None)
+    width = getattr(projection, "out_features", None)
+    return width if isinstance(width, int) else None
+
+
+_VISION_WIDTHS = {768: "CLIP ViT-L/14", 1024: "CLIP ViT-H/14", 1280: "CLIP ViT-bigG/14"}
+
+
+def check_clip_vision(clip_vision: Any, width: int, embeds: torch.Tensor | None = None) -> None:
+    """``clip_vision`` gives ``width``-wide image embeddings (the APM takes CLIP ViT-H/14's 1024): read from the
+    model before any work, or from ``embeds`` it gave; the error names ``clip_vision``."""
+    got = clip_vision_width(clip_vision) if embeds is None else int(embeds.shape[-1])
+    if got is None or got == width:
+        return
+    raise ValueError(f"clip_vision: this image encoder gives {got}-wide image embeddings "
+                     f"({_VISION_WIDTHS.get(got, 'another image encoder')}), but the extender's APM takes {width} "
+                     f"({_VISION_WIDTHS.get(width, 'its image encoder')}); load "
+                     f"{_VISION_WIDTHS.get(width, 'that model')} with CLIPVisionLoader (clip_vision_vit_h)")
 
 
 # One check per VAE object (weights do not change under it); weak, so a VAE can be freed.
@@ -235,21 +392,37 @@ def check_sampled_latent(model: Any, latent: torch.Tensor, what: str = "the samp
 # --------------------------------------------------------------------------------------------------------------------
 
 def check_extend_inputs(first_chunk: torch.Tensor, anchor: Any, positive: Any, negative: Any,
-                        vae: Any) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
-    """Everything Extend is given that NaN could hide in, before any sampling: ``first_chunk`` and ``anchor``
-    (:func:`check_extend_frames`), ``positive``/``negative`` and the ``vae``'s weights. Returns the (clamped)
-    frames and the notes for the info output."""
+                        vae: Any, *, model: Any = None,
+                        clip_vision: Any = None) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
+    """Everything Extend is given, before any sampling: ``first_chunk`` and ``anchor``
+    (:func:`check_extend_frames`), ``positive``/``negative`` (NaN; with ``model`` also their width and token count,
+    a prompt longer than the extender's 77 tokens gets a note), the ``vae``'s weights (and, with ``model``, its
+    latent channels) and, with ``clip_vision``, its embedding width. Returns the (clamped, RGB) frames and the
+    notes for the info output."""
     first_chunk, anchor, notes = check_extend_frames(first_chunk, anchor)
-    check_conditioning(positive, "positive")
-    check_conditioning(negative, "negative")
+    if model is not None:
+        config = _core_config(model)
+        tokens = getattr(getattr(config, "unet", None), "text_tokens", 77)
+        check_model_conditioning(model, positive, negative, model_label="the extender", tokens=tokens)
+        notes += [n for n in (long_prompt_note(c, name, tokens, "the extender")
+                              for name, c in (("positive", positive), ("negative", negative))) if n]
+        check_vae_channels(vae, model, strict=False)
+        if clip_vision is not None:
+            check_clip_vision(clip_vision, int(getattr(config, "image_embed_dim", 1024)))
+    else:
+        check_conditioning(positive, "positive")
+        check_conditioning(negative, "negative")
     check_vae(vae)
     for note in notes:
         logger.info("StreamingT2V Extend: %s", note)
     return first_chunk, anchor, notes
 
 
-def check_anchor_embeddings(anchor_embeds: torch.Tensor, grey_embeds: torch.Tensor) -> None:
-    """The APM embeddings of a finite anchor: NaN/inf here is the image encoder's."""
+def check_anchor_embeddings(anchor_embeds: torch.Tensor, grey_embeds: torch.Tensor, width: int | None = None) -> None:
+    """The APM embeddings of a finite anchor: NaN/inf here is the image encoder's, and so is a width other than
+    ``width`` (an image encoder whose width could not be read before encoding)."""
+    if width is not None:
+        check_clip_vision(None, width, anchor_embeds)
     for what, tensor in (("the anchor frame", anchor_embeds), ("the grey frame of the negative", grey_embeds)):
         if not all_finite(tensor):
             raise NonFiniteError(f"clip_vision: gave NaN or inf embeddings for {what} (broken weights, or an fp16 "
@@ -280,11 +453,15 @@ def check_prompt_schedule(schedule: list[tuple[int, str]], chunk_starts: list[in
                 found = i
         if found is not None:
             used.add(found)
-    for i, (frame, prompt) in enumerate(schedule):
-        if i not in used:
-            notes.append(f"prompt_schedule: the entry '{frame}: {prompt}' is used by no chunk (prompts change only "
-                         f"where a chunk's new frames start: frames {', '.join(str(s) for s in chunk_starts[:6])}"
-                         f"{', ...' if len(chunk_starts) > 6 else ''})")
+    unused = [(frame, prompt) for i, (frame, prompt) in enumerate(schedule) if i not in used]
+    where = (f"(prompts change only where a chunk's new frames start: frames "
+             f"{', '.join(str(s) for s in chunk_starts[:6])}{', ...' if len(chunk_starts) > 6 else ''})")
+    # A few unused entries are listed one by one; a long schedule gets one line (not one per entry).
+    for frame, prompt in unused[:3] if len(unused) <= 3 else []:
+        notes.append(f"prompt_schedule: the entry '{frame}: {prompt}' is used by no chunk {where}")
+    if len(unused) > 3:
+        notes.append(f"prompt_schedule: {len(unused)} of its {len(schedule)} entries are used by no chunk (frames "
+                     f"{', '.join(str(f) for f, _ in unused[:5])}, ...) {where}")
     return notes
 
 
@@ -309,7 +486,8 @@ def refine_watch(model: Any, steps: int, latent_frames: int, chunk: int, overlap
 
 
 def check_refine_resources(positive: Any, negative: Any, vae: Any, num_frames: int, latent_frames: int,
-                           latent_channels: int, vae_stride: int, box: Any, crop_padding: bool, output: str) -> None:
+                           latent_channels: int, vae_stride: int, box: Any, crop_padding: bool, output: str, *,
+                           model: Any = None) -> None:
     """Refine's checks before any work: NaN in the conditioning or the VAE's weights, and RAM.
 
     The whole-video latent lives on the CPU three times (the encoded video, the shared noise, the result); with
@@ -318,8 +496,11 @@ def check_refine_resources(positive: Any, negative: Any, vae: Any, num_frames: i
     """
     from streamingt2v_core.runs import memory as run_memory
 
-    check_conditioning(positive, "positive")
-    check_conditioning(negative, "negative")
+    if model is not None:  # the text embeddings' width (when the model says it) and token count, then NaN
+        check_model_conditioning(model, positive, negative, model_label="the refiner")
+    else:
+        check_conditioning(positive, "positive")
+        check_conditioning(negative, "negative")
     check_vae(vae)
     cells = (box.canvas_height // vae_stride) * (box.canvas_width // vae_stride)
     latent_bytes = 3 * 4 * latent_channels * latent_frames * cells

@@ -47,8 +47,15 @@ How NaN and inf are handled, node by node:
 - **Initial Chunk, Extend, Refine**: the frames, the text embeddings and the VAE's weights (once per VAE object)
   are checked before any sampling; the latent is checked at every sampler step (a float32 sum of the step's
   prediction and state, well under 1% of a step: `bench/bench_finite_checks.py`); what the VAE decodes or encodes
-  is checked where it comes out. First-chunk and anchor values a little outside [0, 1] are clamped with a note;
-  [-1, 1] or 0..255 data is refused.
+  is checked where it comes out.
+- **Model inputs that do not fit**: text embeddings of another width (SD1.5's 768, SDXL's 2048) or with no tokens,
+  a VAE of another latent width (16 channels) and a CLIP vision model of another width (ViT-L's 768) are refused
+  before any sampling, naming `positive`/`negative`, `vae` or `clip_vision` and what the model takes.
+- **Frames, in every node**: one rule for IMAGE inputs. Grayscale frames are refused; an alpha channel is dropped
+  and values a little outside [0, 1] are clamped, both with a note in the node's output (Refine, which has no text
+  output, logs them); [-1, 1] or 0..255 data is refused with the same message everywhere. Other quiet changes are
+  named in Extend's `info` too: an anchor batch (only its first image is used) and a prompt longer than the
+  extender's 77 tokens (the rest is cut). A prompt schedule encodes only the entries some chunk uses, once each.
 - **SCuts, MAWE, CLIP Score**: frames with NaN/inf are refused, naming them (a metric over NaN pixels measures
   nothing). **Drift & Seams** leaves such frames out and lists them, and refuses only when the anchor chunk has no
   finite frame.

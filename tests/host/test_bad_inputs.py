@@ -49,11 +49,12 @@ OUR_ERRORS = {"ValueError", "NonFiniteError", "ChunkFailedError", "CheckpointErr
 # --------------------------------------------------------------------------------------------------------------------
 
 class SpoilImage:
-    """An IMAGE with NaN/inf in some frames, or multiplied by a factor (a broken upstream node)."""
+    """An IMAGE with NaN/inf in some frames, multiplied by a factor (a broken upstream node), grey (one channel, as
+    a mask or a grayscale loader gives) or RGBA (an alpha channel of ones, as LoadImage of a PNG with alpha)."""
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"images": ("IMAGE",), "mode": (["nan", "inf", "scale"],),
+        return {"required": {"images": ("IMAGE",), "mode": (["nan", "inf", "scale", "gray", "rgba"],),
                              "frames": ("STRING", {"default": ""}),
                              "factor": ("FLOAT", {"default": 1.0, "min": -1e6, "max": 1e6, "step": 0.001})}}
 
@@ -62,6 +63,10 @@ class SpoilImage:
     CATEGORY = "testing"
 
     def spoil(self, images, mode, frames, factor):
+        if mode == "gray":
+            return (images.mean(dim=-1, keepdim=True),)
+        if mode == "rgba":
+            return (torch.cat([images, torch.ones_like(images[..., :1])], dim=-1),)
         out = images.clone()
         index = [int(f) for f in frames.split(",") if f.strip()] or list(range(out.shape[0]))
         if mode == "scale":
@@ -91,7 +96,61 @@ class SpoilConditioning:
         return (out,)
 
 
-TEST_NODES = {"TestSpoilImage": SpoilImage, "TestSpoilConditioning": SpoilConditioning}
+#: Text embeddings as other text encoders make them: (tokens, width, pooled width).
+TEXT_ENCODERS = {"sd15": (77, 768, 768), "sdxl": (77, 2048, 1280), "no_tokens": (0, 1024, 1024)}
+
+
+class OtherTextEncoder:
+    """A CONDITIONING as CLIPTextEncode gives it with another text encoder: an SD1.5 CLIP-L (768 wide), SDXL's
+    CLIP-L + bigG (2048 wide, pooled 1280), or one with no tokens (a stand-in: those encoders are hundreds of MB)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"encoder": (list(TEXT_ENCODERS),)}}
+
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "encode"
+    CATEGORY = "testing"
+
+    def encode(self, encoder):
+        tokens, width, pooled = TEXT_ENCODERS[encoder]
+        g = torch.Generator().manual_seed(0)
+        return ([[torch.randn(1, tokens, width, generator=g), {"pooled_output": torch.randn(1, pooled, generator=g)}]],)
+
+
+class ClipVisionOfWidth:
+    """The host's own CLIP vision model (comfy.clip_vision.ClipVisionModel) built from a ViT-L/14-like config with
+    one small layer and ViT-L's 768-wide projection: what CLIPVisionLoader gives for a ViT-L file, minus the weights
+    (never used: the width is refused before anything is encoded)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"projection_dim": ("INT", {"default": 768, "min": 8, "max": 4096})}}
+
+    RETURN_TYPES = ("CLIP_VISION",)
+    FUNCTION = "load"
+    CATEGORY = "testing"
+
+    def load(self, projection_dim):
+        import json
+        import tempfile
+
+        import comfy.clip_vision
+
+        config = dict(attention_dropout=0.0, dropout=0.0, hidden_act="quick_gelu", hidden_size=64, image_size=224,
+                      initializer_factor=1.0, initializer_range=0.02, intermediate_size=128, layer_norm_eps=1e-5,
+                      model_type="clip_vision_model", num_attention_heads=2, num_channels=3, num_hidden_layers=1,
+                      patch_size=14, projection_dim=projection_dim, torch_dtype="float32")
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump(config, f)
+        try:
+            return (comfy.clip_vision.ClipVisionModel(f.name),)
+        finally:
+            os.unlink(f.name)
+
+
+TEST_NODES = {"TestSpoilImage": SpoilImage, "TestSpoilConditioning": SpoilConditioning,
+              "TestOtherTextEncoder": OtherTextEncoder, "TestClipVisionOfWidth": ClipVisionOfWidth}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -153,7 +212,24 @@ def _write_files(models: Path, host_weights: dict) -> dict[str, str]:
                                           norm_num_groups=16))
     save_file({k: v.contiguous() for k, v in groups16.state_dict().items()}, str(unets / "groups16_unet3d.safetensors"))
     files["groups16_unet3d"] = f"{BAD}/groups16_unet3d.safetensors"
+    _write_random_taef1(models)
     return files
+
+
+#: The host's 16-channel TAESD (Flux latents), written at random as models/vae_approx/taef1_*: VAELoader("taef1").
+TAEF1_FILES = ("taef1_encoder.safetensors", "taef1_decoder.safetensors")
+
+
+def _write_random_taef1(models: Path) -> None:
+    import comfy.taesd.taesd
+
+    taef1 = comfy.taesd.taesd.TAESD(latent_channels=16)  # host ops leave parameters uninitialised: fill them
+    g = torch.Generator().manual_seed(0)
+    approx = models / "vae_approx"
+    approx.mkdir(parents=True, exist_ok=True)
+    for module, name in ((taef1.taesd_encoder, TAEF1_FILES[0]), (taef1.taesd_decoder, TAEF1_FILES[1])):
+        save_file({k: (torch.randn(v.shape, generator=g) * 0.05).contiguous() for k, v in module.state_dict().items()},
+                  str(approx / name))
 
 
 class RunsCode:
@@ -197,6 +273,8 @@ def bench(comfy_host, host_weights):
             comfy_host.nodes.NODE_CLASS_MAPPINGS.pop(name, None)
         for folder in ("streamingt2v", "vae", "raft"):
             shutil.rmtree(comfy_host.models_dir / folder / BAD, ignore_errors=True)
+        for name in TAEF1_FILES:
+            (comfy_host.models_dir / "vae_approx" / name).unlink(missing_ok=True)
         comfy_host.executor.reset()
 
 
@@ -242,6 +320,24 @@ def damaged_vae(api, b):
 def nan_text(api, b):
     api["nc"] = {"class_type": "TestSpoilConditioning", "inputs": {"conditioning": ["6", 0]}}
     return ["nc", 0]
+
+
+def text_of(encoder: str):
+    """CONDITIONING from another text encoder (TEXT_ENCODERS)."""
+    def make(api, b):
+        api["te"] = {"class_type": "TestOtherTextEncoder", "inputs": {"encoder": encoder}}
+        return ["te", 0]
+    return make
+
+
+def taef1_vae(api, b):
+    api["fv"] = {"class_type": "VAELoader", "inputs": {"vae_name": "taef1"}}
+    return ["fv", 0]
+
+
+def vit_l_vision(api, b):
+    api["cv"] = {"class_type": "TestClipVisionOfWidth", "inputs": {"projection_dim": 768}}
+    return ["cv", 0]
 
 
 def initial(**inputs) -> Callable[[Bench], dict]:
@@ -419,6 +515,39 @@ EXTEND_NOTES = extend(first_chunk=spoiled_first_chunk("scale", factor=1.5), vae=
     api.__setitem__("tv", {"class_type": "VAELoader", "inputs": {"vae_name": "taesd"}}), ["tv", 0])[1],
     prompt_schedule="16: a cat walks | 17: a cat jumps", clip=lambda api, b: ["1", 0])
 
+#: A long scheduled prompt (154 tokens: two CLIP windows; the extender takes 77).
+LONG_PROMPT = "a cat walks on a long street past red houses, " * 12
+#: What the pack's encode_text was asked to encode in the EXTEND_NOTES_2 run (its patch counts).
+ENCODED: list[str] = []
+
+
+def count_encodes(mp: pytest.MonkeyPatch, b: Bench) -> None:
+    from test_extend_nodes import pack_module
+
+    extend_module = pack_module(b.host, "extend")
+    original = extend_module.encode_text
+
+    def counting(clip, text):
+        ENCODED.append(text)
+        return original(clip, text)
+
+    mp.setattr(extend_module, "encode_text", counting)
+
+
+def _anchor_batch(api, b):
+    api["an"] = {"class_type": "EmptyImage", "inputs": {"width": SIZE, "height": SIZE, "batch_size": 3,
+                                                        "color": 0x40C080}}
+    return ["an", 0]
+
+
+#: One Extend run for the quiet changes it names: an RGBA first chunk, an anchor batch of 3, and a schedule of 24
+#: entries on a 24-frame video (chunk 1 uses only entry 16, a prompt of 154 tokens).
+EXTEND_NOTES_2 = extend(
+    first_chunk=spoiled_first_chunk("rgba"), anchor=_anchor_batch, clip=lambda api, b: ["1", 0],
+    vae=lambda api, b: (api.__setitem__("tv", {"class_type": "VAELoader", "inputs": {"vae_name": "taesd"}}),
+                        ["tv", 0])[1],
+    prompt_schedule=" | ".join(f"{i}: {LONG_PROMPT if i == 16 else f'scene {i}'}" for i in range(24)))
+
 MODEL_LOADER, INITIAL, EXTEND, REFINE = ("Model Loader", "Initial Chunk", "Extend", "Refine")
 SCUTS, MAWE, CLIP, DRIFT = "SCuts", "MAWE", "CLIP Score", "Drift & Seams"
 LOAD_RUN, WINDOWS, PLAN = "Load Run", "Randomized Blending Windows", "Frame Plan"
@@ -450,6 +579,16 @@ CASES: list[Case] = [
          r"^positive: the text embedding holds NaN or inf", initial(positive=nan_text)),
     Case("initial-vae", INITIAL, "vae", "a VAE file with NaN in its weights",
          r"^vae: 1 weight tensor of the VAE holds NaN or inf", initial(vae=damaged_vae)),
+    Case("initial-sd15-text", INITIAL, "positive", "768-wide text embeddings (an SD1.5 CLIP-L text encoder)",
+         r"^positive: the text embedding is 768 wide \(SD1\.x's CLIP-L text encoder\), but the ModelScope T2V "
+         r"UNet3D takes 1024-wide ones", initial(positive=text_of("sd15"))),
+    Case("initial-sdxl-text", INITIAL, "negative", "2048-wide text embeddings (SDXL's text encoders)",
+         r"^negative: the text embedding is 2048 wide \(SDXL's text encoders, CLIP-L \+ OpenCLIP-bigG\)",
+         initial(negative=text_of("sdxl"))),
+    Case("initial-no-tokens", INITIAL, "positive", "text embeddings with 0 tokens",
+         r"^positive: the text embedding has 0 tokens", initial(positive=text_of("no_tokens"))),
+    Case("initial-vae-16ch", INITIAL, "vae", "a 16-channel VAE (Flux's TAEF1)",
+         r"^vae makes 16-channel latents but the model expects 4 channels", initial(vae=taef1_vae)),
     Case("initial-overflow", INITIAL, "model", "finite weights whose output overflows at step 1",
          r"^model: the sampled latent went NaN or inf at step 1 of 1 in latent frames 0-7 of 8; .*computes in fp32",
          initial(model=model_file("overflow_base")), outcome="stopped"),
@@ -485,6 +624,35 @@ CASES: list[Case] = [
          r"^positive: the text embedding holds NaN or inf", extend(positive=nan_text)),
     Case("extend-vae", EXTEND, "vae", "a VAE file with NaN in its weights",
          r"^vae: 1 weight tensor of the VAE holds NaN or inf", extend(vae=damaged_vae)),
+    Case("extend-sd15-text", EXTEND, "positive", "768-wide text embeddings (an SD1.5 CLIP-L text encoder)",
+         r"^positive: the text embedding is 768 wide \(SD1\.x's CLIP-L text encoder\), but the extender takes "
+         r"1024-wide ones", extend(positive=text_of("sd15"))),
+    Case("extend-sdxl-text", EXTEND, "negative", "2048-wide text embeddings (SDXL's text encoders)",
+         r"^negative: the text embedding is 2048 wide \(SDXL's text encoders, CLIP-L \+ OpenCLIP-bigG\)",
+         extend(negative=text_of("sdxl"))),
+    Case("extend-no-tokens", EXTEND, "negative", "text embeddings with 0 tokens",
+         r"^negative: the text embedding has 0 tokens", extend(negative=text_of("no_tokens"))),
+    Case("extend-vae-16ch", EXTEND, "vae", "a 16-channel VAE (Flux's TAEF1)",
+         r"^vae makes 16-channel latents but the model expects 4 channels", extend(vae=taef1_vae)),
+    Case("extend-clip-vision-vit-l", EXTEND, "clip_vision", "a CLIP ViT-L/14 vision model (768-wide embeddings)",
+         r"^clip_vision: this image encoder gives 768-wide image embeddings \(CLIP ViT-L/14\), but the extender's APM "
+         r"takes 1024", extend(clip_vision=vit_l_vision)),
+    Case("extend-gray-first-chunk", EXTEND, "first_chunk", "grayscale frames (1 channel)",
+         r"^first_chunk: expected RGB frames \[frames, height, width, 3\], got \(16, 64, 64, 1\): 1 channel "
+         r"\(grayscale\?\)", extend(first_chunk=spoiled_first_chunk("gray"))),
+    Case("extend-rgba-first-chunk", EXTEND, "first_chunk", "RGBA frames",
+         r"^first_chunk: the frames have 4 channels \(RGBA\); the alpha channel was dropped", EXTEND_NOTES_2,
+         outcome="note", read=info_line("9", 1, "RGBA"), group="extend-notes-2", patch=count_encodes),
+    Case("extend-anchor-batch", EXTEND, "anchor", "a batch of 3 images",
+         r"^anchor: 3 images given; only the first is used", EXTEND_NOTES_2,
+         outcome="note", read=info_line("9", 1, "images given"), group="extend-notes-2", patch=count_encodes),
+    Case("extend-schedule-long-prompt", EXTEND, "prompt_schedule", "a scheduled prompt of 154 tokens",
+         r"^prompt_schedule: the entry '16: a cat walks .*': the prompt is 154 tokens long; the extender uses the "
+         r"first 77", EXTEND_NOTES_2, outcome="note", read=info_line("9", 1, "tokens long"), group="extend-notes-2",
+         patch=count_encodes),
+    Case("extend-schedule-many", EXTEND, "prompt_schedule", "24 entries on a 24-frame video (one chunk to sample)",
+         r"^prompt_schedule: 23 of its 24 entries are used by no chunk", EXTEND_NOTES_2, outcome="note",
+         read=info_line("9", 1, "entries are used by no chunk"), group="extend-notes-2", patch=count_encodes),
     Case("extend-schedule-syntax", EXTEND, "prompt_schedule", "an entry without a frame number",
          r"^prompt_schedule: expected entries like '0: a cat walks'",
          extend(prompt_schedule="a dog runs", clip=lambda api, b: ["1", 0])),
@@ -528,6 +696,17 @@ CASES: list[Case] = [
          r"^negative: the text embedding holds NaN or inf", refine(negative=lambda api, b: (
              api.__setitem__("nc", {"class_type": "TestSpoilConditioning", "inputs": {"conditioning": ["7", 0]}}),
              ["nc", 0])[1])),
+    Case("refine-sd15-text", REFINE, "positive", "768-wide text embeddings (an SD1.5 CLIP-L text encoder)",
+         r"^positive: the text embedding is 768 wide \(SD1\.x's CLIP-L text encoder\), but the refiner takes "
+         r"1024-wide ones", refine(positive=text_of("sd15"))),
+    Case("refine-sdxl-text", REFINE, "negative", "2048-wide text embeddings (SDXL's text encoders)",
+         r"^negative: the text embedding is 2048 wide \(SDXL's text encoders, CLIP-L \+ OpenCLIP-bigG\)",
+         refine(negative=text_of("sdxl"))),
+    Case("refine-no-tokens", REFINE, "positive", "text embeddings with 0 tokens",
+         r"^positive: the text embedding has 0 tokens", refine(positive=text_of("no_tokens"))),
+    Case("refine-255-images", REFINE, "images", "0..255 values instead of [0, 1]",
+         r"^images: expected an IMAGE with values in \[0, 1\], got values from .* \(this looks like 0\.\.255",
+         refine(images=lambda api, b: spoiled(api, ["8", 0], "scale", factor=255.0))),
     Case("refine-ram-output", REFINE, "output", "all frames as IMAGE on a machine with 1 GiB free",
          r"^output: the 20 refined frames at 4096x4096 need .*set output to 'video_file'",
          refine(width=4096, height=4112), patch=little_ram),
@@ -544,6 +723,16 @@ CASES: list[Case] = [
     Case("scuts-short", SCUTS, "images", "12 frames",
          r"12 frames are too few for AdaptiveDetector to find any cut \(it needs at least 18",
          metric("StreamingT2VSCuts", frames=12), outcome="note", read=ui_line("n", "too few")),
+    Case("scuts-255", SCUTS, "images", "0..255 values instead of [0, 1]",
+         r"^images: expected an IMAGE with values in \[0, 1\], got values from .* \(this looks like 0\.\.255",
+         metric("StreamingT2VSCuts", images=lambda api, b: spoiled(api, ["e", 0], "scale", factor=255.0))),
+    Case("scuts-gray", SCUTS, "images", "grayscale frames (1 channel)",
+         r"^images: expected RGB frames .*1 channel \(grayscale\?\)",
+         metric("StreamingT2VSCuts", images=lambda api, b: spoiled(api, ["e", 0], "gray"))),
+    Case("scuts-rgba", SCUTS, "images", "RGBA frames",
+         r"^note: images: the frames have 4 channels \(RGBA\); the alpha channel was dropped",
+         metric("StreamingT2VSCuts", images=lambda api, b: spoiled(api, ["e", 0], "rgba")), outcome="note",
+         read=ui_line("n", "RGBA")),
     Case("mawe-one-frame", MAWE, "images", "a single frame",
          r"^images: needs at least 2 frames \(MAWE compares pairs of consecutive frames\), got 1",
          metric("StreamingT2VMAWE", frames=1)),
@@ -588,6 +777,10 @@ CASES: list[Case] = [
     Case("drift-nan-frames", DRIFT, "images", "NaN in frames 20 and 21",
          r"NaN", metric("StreamingT2VDriftSeams", frames=32, images=lambda api, b: spoiled(
              api, ["e", 0], "nan", "20,21")), outcome="note", read=ui_line("n", "NaN")),
+    Case("drift-255", DRIFT, "images", "0..255 values instead of [0, 1]",
+         r"^images: expected an IMAGE with values in \[0, 1\], got values from .* \(this looks like 0\.\.255",
+         metric("StreamingT2VDriftSeams", frames=32, images=lambda api, b: spoiled(api, ["e", 0], "scale",
+                                                                                  factor=255.0))),
     # Load Run, windows, plan
     Case("load-run-missing", LOAD_RUN, "run", "a run name that does not exist",
          r"^run: run 'no-such-run': no such run in <ComfyUI>/output/StreamingT2V/runs", load_run(run="no-such-run")),
@@ -736,6 +929,30 @@ def test_nan_from_the_image_encoder_is_named(comfy_host, bench):
                             total_frames=24, seed=0, steps=1, cfg=7.5, sampler_name="ddpm",
                             scheduler="ddim_uniform", width=SIZE, height=SIZE, disk_cache=False)
     assert bench.guider_calls[0] == 0
+
+
+def test_a_schedule_encodes_only_the_entries_chunks_use_once_each(bench):
+    """24 entries on a 24-frame video: chunk 1 (new frames 16..23) uses entry 16 only, so that one is encoded, once
+    (the first chunk is given and needs none); every entry was encoded before."""
+    run_case(next(c for c in CASES if c.id == "extend-schedule-many"), bench)
+    assert ENCODED == [LONG_PROMPT.strip()]
+
+
+def test_mismatched_model_inputs_are_refused_before_the_host_sampler(bench, monkeypatch):
+    """The wrong-width text, VAE and image encoder never reach comfy.sample.sample (counted directly, besides the
+    guider count every refused case checks)."""
+    import comfy.sample
+
+    calls = []
+    original = comfy.sample.sample
+    monkeypatch.setattr(comfy.sample, "sample", lambda *a, **k: calls.append(1) or original(*a, **k))
+    ids = ["initial-sd15-text", "initial-no-tokens", "initial-vae-16ch", "extend-sdxl-text", "extend-vae-16ch",
+           "extend-clip-vision-vit-l", "extend-gray-first-chunk"]
+    for case in (c for c in CASES if c.id in ids):
+        _SEEN.pop(case.id, None)
+        seen = run_case(case, bench)
+        assert seen.exception_type == "ValueError" and re.search(case.expect, seen.first_line), seen.text
+    assert calls == []
 
 
 def test_the_tests_the_table_refers_to_exist():
