@@ -123,6 +123,23 @@ def test_end_to_end_shapes_and_cam_features_match_base_skips(extender, cfg):
         assert c.shape[0] == 2 * 8 and s.shape[0] == 2 * 16, i
         assert c.shape[1:] == s.shape[1:], i
     assert cam.mid.shape == (2 * 8, cfg.unet.block_out_channels[-1], 1, 1)
+    # Values: a CAM initialised from the base (ControlNet init: encoder copied, E_cond's conv_out zero) computes the
+    # base encoder's own skips and mid of the first 8 noisy frames (text tokens only; APM alpha is 0 at init).
+    from streamingt2v_core.models.cam import ConditionalAttentionModule
+
+    copy = ConditionalAttentionModule.from_unet(base, num_cond_frames=cfg.num_cond_frames,
+                                                cond_embedding_channels=cfg.cond_embedding_channels).eval()
+    with torch.no_grad():
+        copy.controlnet_cond_embedding.conv_out.weight.zero_()
+        copy.controlnet_cond_embedding.conv_out.bias.zero_()
+        got = copy(inputs["sample"], inputs["timestep"], context, inputs["cond_frames"])
+        emb8 = base.embed_timestep(inputs["timestep"], 2, 8)
+        hidden, skips8 = base.encode(base.fold_frames(inputs["sample"][:, :, :8]), emb8, context, 8)
+        mid8 = base.mid_block(hidden, emb8, context, 8)
+    for i, (c, s) in enumerate(zip(got.skips + [got.mid], skips8 + [mid8])):
+        assert s.abs().max() > 1e-3, i
+        torch.testing.assert_close(c, s, rtol=1e-5, atol=1e-5 * float(s.abs().max()), msg=f"feature {i}")
+    assert _differs(got.skips[-1], cam.skips[-1])  # the extender's own (random) CAM weights: other features
 
 
 def test_fresh_extender_is_exactly_its_base_unet(extender, cfg):
