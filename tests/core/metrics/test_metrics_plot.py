@@ -52,6 +52,19 @@ def test_non_finite_values_leave_gaps_and_all_nan_is_still_an_image():
     values = np.ones(30)
     values[10:20] = np.nan
     assert plot_series(values).shape == (320, 768, 3)
+    # Where the gap is: the series line (blue) is drawn over frames 0..9 and 20..29 and nowhere between frame 9 and
+    # frame 20; the same series without NaNs is drawn there (so the check can fail).
+    left, right = 72, 800 - 16  # the plot area spans x = -0.5 .. 29.5 between the margins
+
+    def px(frame: float) -> float:
+        return left + (frame + 0.5) / 30 * (right - left)
+
+    gapped = columns_with(plot_series(values, width=800, height=200)[30:170], BLUE)
+    whole = columns_with(plot_series(np.ones(30), width=800, height=200)[30:170], BLUE)
+    inside = lambda cols: cols[(cols > px(9) + 3) & (cols < px(20) - 3)]  # noqa: E731
+    assert inside(whole).size > 0 and inside(gapped).size == 0
+    assert gapped.min() <= px(0) + 3 and gapped.max() >= px(29) - 3  # both finite runs are drawn
+    assert (gapped <= px(9) + 3).sum() > 0 and (gapped >= px(20) - 3).sum() > 0
     all_nan = plot_series([float("nan")] * 5, title="empty")
     assert all_nan.shape == (320, 768, 3)
 
