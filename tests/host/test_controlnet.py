@@ -107,12 +107,14 @@ class ControlNetCalls:
 
     def __init__(self, controlnet) -> None:
         self.hints: list[torch.Tensor] = []
+        self.timesteps: list[float] = []  # the model timestep of each call (one call per sampler step here)
         self.outputs: list[dict] = []
         self.model = controlnet.control_model
         self.handle = self.model.register_forward_hook(self._hook, with_kwargs=True)
 
     def _hook(self, module, args, kwargs, output):
         self.hints.append(kwargs["hint"].detach().clone())
+        self.timesteps.append(float(kwargs["timesteps"].reshape(-1)[0]))
         self.outputs.append({k: [t.detach().clone() for t in v] for k, v in output.items()})
 
     def close(self) -> None:
@@ -215,20 +217,45 @@ def test_hint_frame_i_steers_latent_frame_i_and_a_short_video_stops(comfy_host, 
 
 
 def test_one_control_image_steers_every_frame(comfy_host, base, controlnet):
+    """One control image: the host broadcasts it (its own rule), and the UNet gets a non-zero residual for every one
+    of the 16 frames, cond and uncond, equal to the ControlNet's output for that frame (not frames 0..0 only, as a
+    1-frame control video would give with the stop rule)."""
     positive, negative = text_cond(0), text_cond(1)
-    pos, neg = apply(comfy_host, positive, negative, controlnet, control_video(1))
-    with ControlNetCalls(controlnet) as calls:
-        sample_first_chunk(comfy_host, base, pos, neg, steps=1)
-    assert calls.hints[0].shape[0] == 1  # the host's own rule for one hint image: broadcast
-    assert calls.outputs[0]["output"][0].shape[0] == 32  # ... to all 16 frames of cond and uncond
+    captured = []
+    original = base.model._forward_core
+    base.model._forward_core = lambda x, t, c, extra, control=None: (captured.append(control), original(x, t, c, extra, control))[1]
+    try:
+        pos, neg = apply(comfy_host, positive, negative, controlnet, control_video(1))
+        with ControlNetCalls(controlnet) as calls:
+            sample_first_chunk(comfy_host, base, pos, neg, steps=1)
+    finally:
+        del base.model._forward_core
+    assert calls.hints[0].shape[0] == 1 and frame_index_of(calls.hints[0]) == [0]  # one image, given once
+    residuals = captured[0]
+    for i, (skip, out) in enumerate(zip(residuals.skips, calls.outputs[0]["output"])):
+        assert skip.shape[0] == out.shape[0] == 32, f"skip {i}"  # 16 frames x (cond, uncond)
+        per_frame = skip.reshape(32, -1).abs().amax(dim=1)
+        assert bool((per_frame > 0).all()), f"skip {i}: frames {torch.nonzero(per_frame == 0).flatten().tolist()} unsteered"
+        assert torch.equal(skip, out), f"skip {i}"
+    mid = residuals.mid.reshape(32, -1).abs().amax(dim=1)
+    assert bool((mid > 0).all())
 
 
 def test_start_and_end_percent_are_the_hosts(comfy_host, base, controlnet):
+    """start 50 %, end 100 %: the ControlNet runs exactly at the steps whose sigma is at or below the host's sigma for
+    50 % (its percent_to_sigma), i.e. the later steps, and not at the others."""
+    import comfy.samplers
+
     positive, negative = text_cond(0), text_cond(1)
     pos, neg = apply(comfy_host, positive, negative, controlnet, control_video(16), start=0.5, end=1.0)
     with ControlNetCalls(controlnet) as calls:
         sample_first_chunk(comfy_host, base, pos, neg, steps=4)
-    assert 0 < len(calls.hints) < 4  # the host skips the steps outside 50-100%
+    sampling = base.get_model_object("model_sampling")
+    sigmas = comfy.samplers.calculate_sigmas(sampling, "normal", 4)[:-1]  # euler: one model call per step
+    start = sampling.percent_to_sigma(0.5)
+    expected = [round(float(sampling.timestep(s)), 2) for s in sigmas if float(s) <= start]
+    assert 0 < len(expected) < 4, "the check needs steps on both sides of 50 %"
+    assert [round(t, 2) for t in calls.timesteps] == expected
 
 
 # --------------------------------------------------------------------------------------------------------------------
