@@ -156,7 +156,12 @@ def test_resize_matches_torchvision_bilinear_without_antialias():
     ours = resize_frames(frames, 72)
     reference = resize(frames, [72, 72], antialias=False)
     assert reference.dtype == torch.uint8
-    assert torch.equal(ours, reference.float())
+    # Not bit-equal by construction: torchvision may resize uint8 through its own fixed-point kernel (picked by CPU
+    # features), we interpolate in float32 and round. The two can round a value that lies at x.5 within the kernels'
+    # round-off to neighbouring levels: at most one grey level apart, and almost every pixel identical.
+    diff = (ours - reference.float()).abs()
+    assert diff.max().item() <= 1.0
+    assert (diff > 0).float().mean().item() <= 1e-3
 
 
 def test_dis_recovers_the_shift_of_a_translated_texture_within_half_a_pixel():
