@@ -96,11 +96,25 @@ def test_blending_windows_node_with_the_plain_ksampler_slices_the_control_too(co
         model=model, chunk=4, overlap=2, blend_mode="randomized", seed=0, guidance_rescale=0.0, max_batch=0).result[0]
     seen = []
     windowed.set_model_unet_function_wrapper(
-        lambda apply, args: (seen.append(tuple(args["c"]["c_concat"].shape)), apply(args["input"], args["timestep"], **args["c"]))[1])
+        lambda apply, args: (seen.append(args["c"]["c_concat"].clone()), apply(args["input"], args["timestep"], **args["c"]))[1])
     latent = {"samples": torch.zeros(1, 16, 7, 4, 8)}
     out = comfy_host.nodes.KSampler().sample(windowed, 0, 1, 5.0, "euler", "simple", positive, negative, latent)[0]
     assert out["samples"].shape == (1, 16, 7, 4, 8) and bool(torch.isfinite(out["samples"]).all())
-    assert seen and all(shape[2] == 4 for shape in seen)  # every call: one window of 4 latent frames
+    assert seen and all(c.shape[2] == 4 for c in seen)  # every call: windows of 4 latent frames
+    # Which control frames: every item of every call (cond and uncond of each window in the call) is the whole
+    # video's c_concat sliced to one window of the plan, and every window of the plan is seen.
+    whole = model.model.concat_cond(noise=torch.zeros(1, 16, 7, 4, 8),
+                                    concat_latent_image=positive[0][1]["concat_latent_image"], device="cpu")[0]
+    windows = [(0, 4), (2, 6), (3, 7)]
+    assert pack_module("context_blend").RandomizedBlendContextHandler(4, 2).windows_for(7) == windows
+    assert not torch.allclose(whole[:, 0:4], whole[:, 2:6], atol=1e-3)  # teeth: the windows' frames differ
+    matched = []
+    for c_concat in seen:
+        for item in c_concat:
+            hits = [w for w in windows if torch.allclose(item, whole[:, w[0]:w[1]].to(item.dtype), rtol=0, atol=1e-6)]
+            assert len(hits) == 1, "a call's control frames are not those of one window of the plan"
+            matched.append(hits[0])
+    assert sorted(set(matched)) == windows
 
 
 def test_a_control_video_of_another_length_is_refused_naming_the_input(comfy_host, fun_control):
