@@ -231,3 +231,24 @@ def test_conversion_to_api_format_keeps_links_and_widget_values(object_info):
     assert api["1"]["inputs"] == {"total_frames": 240, "fps": 8, "first_chunk": 16, "refine_chunk": 24, "refine_overlap": 8}
     assert api["2"]["inputs"]["source"] == ["1", 4]
     assert api["3"]["inputs"]["source"] == ["1", 3]
+
+
+def test_tiny_umt5_support_leaves_real_text_encoders_alone(comfy_host):
+    """The Wan workflows' demo UMT5 loads only through scripts/demo_weights_wan.install_tiny_umt5_support, which
+    hands the host the sizes read from a tiny UMT5's weights; a real UMT5-XXL (the host's own config) and a T5 v1.1
+    XXL (one relative attention bias, not one per block) pass through it unchanged."""
+    import torch
+
+    import comfy.ops
+    import comfy.text_encoders.t5
+    from scripts.demo_weights_wan import TINY_UMT5, tiny_umt5_sizes
+
+    configs = Path(comfy.text_encoders.t5.__file__).parent
+
+    def state(config: dict) -> dict:
+        return comfy.text_encoders.t5.T5(config, torch.float16, "meta", comfy.ops.manual_cast).state_dict()
+
+    for name in ("umt5_config_xxl.json", "t5_config_xxl.json"):
+        assert tiny_umt5_sizes(state(json.loads((configs / name).read_text()))) is None, name
+    tiny = {**json.loads((configs / "umt5_config_xxl.json").read_text()), **TINY_UMT5, "vocab_size": 300}
+    assert tiny_umt5_sizes(state(tiny)) == {**TINY_UMT5, "vocab_size": 300}
