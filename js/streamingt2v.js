@@ -32,6 +32,7 @@ const READOUT_CLASS = "streamingt2v-readout";
 const METRICS_CATEGORY = "StreamingT2V/metrics";
 /** Text lines of a metric node's result box (MAWE's summary is the longest), and its plot. */
 const RESULT_LINES = 4;
+/** The plot thumbnail's height (a fixed height keeps the node's size); the pointer on it shows the plot full size. */
 const PLOT_THUMB_PX = 96;
 const PLOT_UI_KEY = "streamingt2v_plot";
 const RESULT_BEFORE_RUN = "numbers and plot appear here after a run";
@@ -351,6 +352,35 @@ export function showResult(node, text, plot = null) {
   }
 }
 
+const PLOT_POPUP_ID = "streamingt2v-plot-popup";
+
+function showPlotPopup(img) {
+  if (!img.src || img.style.visibility === "hidden") return;
+  let popup = document.getElementById(PLOT_POPUP_ID);
+  if (!popup) {
+    popup = document.createElement("img");
+    popup.id = PLOT_POPUP_ID;
+    popup.alt = "plot";
+    Object.assign(popup.style, {
+      position: "fixed", zIndex: 10000, pointerEvents: "none", background: "#fff",
+      border: "1px solid #888", borderRadius: "4px", boxShadow: "0 4px 16px rgba(0,0,0,0.5)",
+      maxWidth: "min(768px, 60vw)", maxHeight: "80vh", objectFit: "contain",
+    });
+    document.body.append(popup);
+  }
+  popup.src = img.src;
+  const r = img.getBoundingClientRect();
+  const width = Math.min(768, window.innerWidth * 0.6);
+  const left = r.right + 12 + width <= window.innerWidth ? r.right + 12 : Math.max(8, r.left - 12 - width);
+  Object.assign(popup.style, { left: `${left}px`, top: `${Math.max(8, Math.min(r.top, window.innerHeight * 0.2))}px`,
+                               display: "block" });
+}
+
+function hidePlotPopup() {
+  const popup = document.getElementById(PLOT_POPUP_ID);
+  if (popup) popup.style.display = "none";
+}
+
 function addResultWidget(node) {
   if (widget(node, RESULT_WIDGET_NAME)) return;
   const w = addTextWidget(node, RESULT_WIDGET_NAME, RESULT_LINES, null, PLOT_THUMB_PX);
@@ -367,6 +397,10 @@ function addResultWidget(node) {
   // A click opens the full-size plot; the button press is not passed to the canvas.
   img.addEventListener("pointerdown", (event) => event.stopPropagation());
   img.addEventListener("click", () => img.src && window.open(img.src, "_blank"));
+  // At "zoom to fit" a thumbnail's axis labels are a few pixels tall: the pointer on it shows the plot at its
+  // own size (up to the window) beside it, readable at any canvas zoom.
+  img.addEventListener("pointerenter", () => showPlotPopup(img));
+  img.addEventListener("pointerleave", hidePlotPopup);
   element.append(textBox, img);
   showResult(node, "");
 }

@@ -211,6 +211,16 @@ def visible_widgets(page, node_id: int) -> list[str]:
         ".map((w) => w.name); }", node_id)
 
 
+def click_toggle(page) -> None:
+    """A real click in the middle of the options button, where the node draws it now."""
+    y = page.evaluate(f"(id) => {{ const w = app.graph.getNodeById(id).widgets.find((w) => w.name === '{TOGGLE}');"
+                      f" return w.y + (w.computedHeight ?? 20) / 2; }}", EXTEND_ID)
+    width = page.evaluate("(id) => app.graph.getNodeById(id).size[0]", EXTEND_ID)
+    point = page.evaluate("([id, x, y]) => __st2v.clientPoint(id, x, y)", [EXTEND_ID, width / 2, y])
+    page.mouse.click(point["x"], point["y"])
+    page.wait_for_timeout(300)
+
+
 def test_extends_first_screen_holds_what_is_set_every_time(ui, screenshot_dir):
     page = ui.page
     page.evaluate("() => __st2v.closePopups()")
@@ -230,12 +240,7 @@ def test_extends_first_screen_holds_what_is_set_every_time(ui, screenshot_dir):
     label = page.evaluate(f"(id) => app.graph.getNodeById(id).widgets.find((w) => w.name === '{TOGGLE}').label",
                           EXTEND_ID)
     assert label.endswith("(2 set)"), label
-    y = page.evaluate(f"(id) => {{ const w = app.graph.getNodeById(id).widgets.find((w) => w.name === '{TOGGLE}');"
-                      f" return w.y + (w.computedHeight ?? 20) / 2; }}", EXTEND_ID)
-    width = page.evaluate("(id) => app.graph.getNodeById(id).size[0]", EXTEND_ID)
-    point = page.evaluate("([id, x, y]) => __st2v.clientPoint(id, x, y)", [EXTEND_ID, width / 2, y])
-    page.mouse.click(point["x"], point["y"])
-    page.wait_for_timeout(300)
+    click_toggle(page)
     shown = visible_widgets(page, EXTEND_ID)
     assert [w for w in shown if w in OPTION_WIDGETS] == OPTION_WIDGETS, shown
     assert page.evaluate("(id) => app.graph.getNodeById(id).size[1]", EXTEND_ID) > closed_height
@@ -246,8 +251,7 @@ def test_extends_first_screen_holds_what_is_set_every_time(ui, screenshot_dir):
     assert saved["widgets_values"] == [32, 5, "fixed", 1, 7.5, "ddpm", "ddim_uniform", 64, 64, "", True,
                                        "first-screen", "", 0, "whole video", "overlap"], saved["widgets_values"]
     page.evaluate("([id]) => __st2v.setWidget(id, 'color_match', 'off')", [EXTEND_ID])
-    page.mouse.click(point["x"], point["y"])
-    page.wait_for_timeout(300)
+    click_toggle(page)  # the button moved down with the options above it
     assert [w for w in visible_widgets(page, EXTEND_ID) if w in OPTION_WIDGETS] == []
     inputs = page.evaluate("() => __st2v.apiPrompt()")[str(EXTEND_ID)]["inputs"]
     assert {k: inputs[k] for k in OPTION_WIDGETS} == {
@@ -263,7 +267,7 @@ def _open_fresh_page(ui):
     page.goto(ui.server.url + "/")
     page.wait_for_function(
         "() => window.app?.graph && app.extensions?.some(e => e.name === 'StreamingT2V.Runs')", timeout=120_000)
-    page.add_script_tag(content=HELPERS_JS.read_text())
+    page.evaluate(HELPERS_JS.read_text())  # (add_script_tag fails on the page's blocked registry requests)
     page.evaluate("() => __st2v.closePopups()")
     return page
 
