@@ -221,6 +221,13 @@ class ExtendVideoModelNode(io.ComfyNode):
                                  f"nothing; disconnect it (or use a Wan VACE model)")
         if color_match not in COLOR_MATCH_MODES:
             raise ValueError(f"color_match: must be one of {', '.join(COLOR_MATCH_MODES)}, got {color_match!r}")
+        for name, conditioning in (("positive", positive), ("negative", negative)):
+            # A host ControlNet would see the whole-video hint against every chunk, and its frames would not be in
+            # the chunk's digest: per-chunk control is the control_video input (VACE).
+            if any(isinstance(c, (list, tuple)) and len(c) > 1 and isinstance(c[1], dict) and "control" in c[1]
+                   for c in conditioning or []):
+                raise ValueError(f"{name}: holds a ControlNet (Apply ControlNet), which this node does not slice per "
+                                 f"chunk; steer the chunks with control_video and a Wan VACE model instead")
         vc.check_lengths(chunk_frames, context_frames, info)
         if first_chunk is None or not torch.is_tensor(first_chunk) or first_chunk.ndim != 4:
             raise ValueError("first_chunk: expected an IMAGE batch [T, H, W, 3]")

@@ -111,6 +111,24 @@ def test_ltxv_is_detected_with_its_stride_of_8(comfy_host):
         vc.check_lengths(13, 9, info)
 
 
+def test_ltxv_extends_by_inpainting_with_its_own_stride(comfy_host, monkeypatch):
+    """The other family: LTX-Video (stride 8, 32-pixel latents, 128 channels) takes the inpaint method; the host's
+    LTXV turns the noise_mask into per-token timesteps, and the context latents are held."""
+    name = write_tiny_ltxv(comfy_host.models_dir)
+    model, _, vae = comfy_host.nodes.CheckpointLoaderSimple().load_checkpoint(name)[:3]
+    counter = SampleCounter(monkeypatch)
+    first = torch.rand(9, 64, 64, 3, generator=torch.Generator().manual_seed(20))  # 2x2 latents (the VAE pads)
+    # LTX-Video's T5 conditioning carries its attention mask
+    pos, neg = ([[c[0][0], {"attention_mask": torch.ones(1, c[0][0].shape[1], dtype=torch.int64)}]] for c in conds())
+    video, info, _ = extend(comfy_host, model, vae, first, total_frames=17, chunk_frames=17, context_frames=9,
+                            positive=pos, negative=neg)
+    assert counter.count == 1 and video.shape == (17, 64, 64, 3) and torch.equal(video[:9], first)
+    assert "method inpaint (LTXV)" in info
+    call = counter.calls[0]
+    assert call["latent"].shape == (1, 128, 3, 2, 2)
+    assert torch.allclose(call["out"][:, :, :2], call["latent"][:, :, :2], atol=1e-4)
+
+
 def test_vace_chunk_conditioning_is_the_hosts_wan_vace_to_video(comfy_host, wan, monkeypatch):
     """The conditioning the sampler gets for chunk 1 equals WanVaceToVideo's for the same control video (context
     frames known, grey to be made), masks and reference image, tensor for tensor; the latent is its latent."""
@@ -264,8 +282,11 @@ def test_lora_changes_the_digest_and_strength_zero_reuses(comfy_host, wan, monke
     assert counter.count == 1  # strength 0: the same model, reused
     lora = extend(comfy_host, with_lora, wan["vae"], first, total_frames=13, run_name=name)
     assert counter.count == 2 and not torch.equal(lora[0][9:], plain[0][9:])
-    # After sampling with the LoRA (patched into the weights in place) the base model's fingerprint is unchanged.
-    assert f(base) == f(zero)
+    # After sampling with the LoRA (the host patches it into the shared weights in place, keeping the originals in
+    # its backup) the base model's fingerprint, computed afresh, is unchanged.
+    before = f(base)
+    base.model._streamingt2v_host_fingerprint = None
+    assert f(base) == before
 
 
 def test_host_model_fingerprint_samples_instead_of_hashing_all_weights(comfy_host, wan):
@@ -307,8 +328,10 @@ def test_host_model_fingerprint_samples_instead_of_hashing_all_weights(comfy_hos
     ("vace", {"context_frames": 4}, r"^context_frames: .*nearest are 1 or 5"),
     ("vace", {"first_chunk": 3}, r"^first_chunk: has 3 frames, fewer than context_frames \(5\)"),
     ("vace", {"first_chunk": "odd size"}, r"^first_chunk: its height 20 is not a multiple of 8"),
-    ("vace", {"vae": "sd"}, r"^vae: "),
+    ("vace", {"vae": "sd"}, r"^vae: an image VAE"),
     ("image", {}, r"^model: .* image model"),
+    ("t2v", {"positive": "controlnet"}, r"^positive: holds a ControlNet"),
+    ("t2v", {"vae": "ltxv"}, r"^vae: makes 128-channel latents but model \(WAN21\) takes 16"),
 ])
 def test_bad_input_is_refused_before_sampling(comfy_host, wan, monkeypatch, kind, overrides, match):
     counter = SampleCounter(monkeypatch)
@@ -335,8 +358,13 @@ def test_bad_input_is_refused_before_sampling(comfy_host, wan, monkeypatch, kind
         first = torch.rand(9, 20, 16, 3)
         kw.pop("first_chunk")
     vae = wan["vae"]
-    if kw.pop("vae", None) == "sd":
+    which = kw.pop("vae", None)
+    if which == "sd":
         vae = _sd_vae(comfy_host)
+    elif which == "ltxv":
+        vae = comfy_host.nodes.CheckpointLoaderSimple().load_checkpoint(write_tiny_ltxv(comfy_host.models_dir))[2]
+    if kw.get("positive") == "controlnet":
+        kw["positive"] = [[conds()[0][0][0], {"control": object()}]]
     with pytest.raises(ValueError, match=match):
         extend(comfy_host, model, vae, first, total_frames=13, run_name=name, **kw)
     assert counter.count == 0
