@@ -403,7 +403,9 @@ class ExtendNode(io.ComfyNode):
                                  tooltip="The run's name and folder, and each chunk: frames, seed, and whether it was "
                                          "sampled or reused (memory, run store, kept); problems found."),
                 io.String.Output("run", display_name="run",
-                                 tooltip="The run's name (empty without disk_cache), for StreamingT2V Load Run."),
+                                 tooltip="This very video in the run store, '<run name>@<timeline id>' (empty without "
+                                         "disk_cache), for StreamingT2V Load Run: it loads this video even after "
+                                         "another Extend of the same run made another one."),
             ],
             hidden=[io.Hidden.prompt, io.Hidden.unique_id],
         )
@@ -542,12 +544,13 @@ class ExtendNode(io.ComfyNode):
         reports = [r for r in result.reports if r.index > 0]
         ui = {"streamingt2v_run": [{
             "name": run.name if run else "",
+            "ref": result.run_ref,
             "folder": run.folder if run else "",
             "sources": [r.source for r in reports],
             "seeds": [str(r.seed) for r in reports],
         }]}
         frames = result.frames.to(comfy.model_management.intermediate_device())
-        return io.NodeOutput(frames, info, run.name if run else "", ui=ui)
+        return io.NodeOutput(frames, info, result.run_ref, ui=ui)
 
 
 def _info_text(result: ExtensionResult, total_frames: int, width: int, height: int, n0: int, notes: list[str]) -> str:

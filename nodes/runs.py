@@ -5,13 +5,22 @@ Runs live in ``<output>/StreamingT2V/runs/<run_name>/`` (see :mod:`streamingt2v_
 network share two servers use). The host's output folder is kept when ComfyUI restarts; its temp
 folder is not, which is why runs are not there.
 
-``StreamingT2V Load Run`` reads a run (by name, or the latest), verifies every chunk, and gives its
+``StreamingT2V Load Run`` reads a run (by name, or the latest, or one exact video of it: ``<run>@<timeline id>``,
+as Extend's ``run`` output gives), verifies every chunk, and gives its
 frames as IMAGE (refused, before reading, when they would not fit in RAM), as the host's VIDEO
 type backed by an mp4 file in the run folder (encoded chunk by chunk, so any length works), and
 its manifest as text: an old run can be refined or measured without sampling it again.
 
 ``GET /streamingt2v/runs`` lists the runs; ``GET /streamingt2v/runs/{name}`` returns a run's
-timeline and stored chunk versions (with their seeds and settings), for js/runs.js.
+timeline and stored chunk versions (with their seeds and settings), for js/runs.js. Both also give
+``timelines``: every video Extend nodes made from the run (id, ``ref``, base seed as text, frames,
+chunks, when made, prompt, whether current, a short label), and ``note`` when the manifest was
+rebuilt from the chunk files in memory.
+
+One run folder per first chunk: with ``run_name = auto``, two seeds (or lengths, prompts...) of one
+first chunk share the folder, as re-rolls of one video do. That is deliberate: their chunks sit side
+by side and going back to a seed reuses its chunks instead of sampling them again. Each Extend's
+``run`` output names its own video (``<run>@<timeline id>``), and the listing tells them apart.
 """
 from __future__ import annotations
 
@@ -27,8 +36,9 @@ import torch
 import folder_paths
 from comfy_api.latest import InputImpl, io
 
-from streamingt2v_core.runs import RunFolderError, RunStore, RunStoreError, video_frames
+from streamingt2v_core.runs import RunFolderError, RunStore, RunStoreError, split_ref, video_frames
 from streamingt2v_core.runs.errors import ChunkCorruptError
+from streamingt2v_core.runs import files as run_files
 from streamingt2v_core.runs.files import commit_temp, temp_path_for
 from streamingt2v_core.runs import memory as run_memory
 from streamingt2v_core.runs.memory import float_video_bytes, format_bytes
@@ -68,6 +78,7 @@ def runs_listing() -> dict[str, Any]:
 def run_summary(name: str) -> dict[str, Any]:
     """A run's timeline and stored versions for the web readout; ``{"exists": False, ...}`` when there is none."""
     store = run_store()
+    name = split_ref(name)[0]
     if name == LATEST:
         name = store.latest() or ""
     try:
@@ -100,21 +111,52 @@ _register_routes()
 
 
 def _run_options() -> list[str]:
+    """'latest', every run, and every video of the runs that hold several (``<run>@<id> (seed .., .. frames, date)``:
+    two seeds of one first chunk share a run folder)."""
     try:
-        return [LATEST] + run_store().run_names()
+        options = [LATEST]
+        for info in run_store().list_runs():
+            options.append(info.name)
+            if len(info.timelines) > 1:
+                options += [f"{t['ref']} ({t['label']})" for t in info.timelines]
+        return options
     except OSError:
         return [LATEST]
 
 
-def _resolve(store: RunStore, run_name: str, run: str | None) -> str:
-    name = (run or "").strip() or run_name
+def _resolve(store: RunStore, run_name: str, run: str | None) -> tuple[str, str | None, str]:
+    """(run name, timeline id or None for the run's current timeline, the input it came from)."""
+    source = "run" if (run or "").strip() else "run_name"
+    name, tid = split_ref((run or "").strip() or run_name)
     if name == LATEST:
         latest = store.latest()
         if latest is None:
             raise ValueError(f"run_name: there are no runs in {store.root} yet; make one with StreamingT2V Extend "
                              f"(disk_cache on)")
-        return latest
-    return name
+        return latest, None, source
+    return name, tid, source
+
+
+def _video_path(stored, name: str, key: str) -> tuple[str, bool]:
+    """Where Load Run's mp4 goes: the run's videos/ folder, or (a read-only run) the host's temp folder; True when it
+    is there already."""
+    filename = f"{name.replace(' ', '_')}_{key}.mp4"
+    path = os.path.join(stored.videos_dir, filename)
+    if os.path.isfile(path):
+        return path, True
+    try:
+        os.makedirs(stored.videos_dir, exist_ok=True)
+        probe = temp_path_for(path, suffix=".probe")
+        os.close(run_files._open_new(probe))
+        os.remove(probe)
+        return path, False
+    except OSError as err:
+        folder = os.path.join(folder_paths.get_temp_directory(), "StreamingT2V", "videos")
+        os.makedirs(folder, exist_ok=True)
+        logger.info("StreamingT2V Load Run: run %r is read-only (%s): its video goes to %s", name,
+                    err.strerror or err, folder)
+        path = os.path.join(folder, filename)
+        return path, os.path.isfile(path)
 
 
 class LoadRunNode(io.ComfyNode):
@@ -130,8 +172,10 @@ class LoadRunNode(io.ComfyNode):
             ),
             inputs=[
                 io.Combo.Input("run_name", options=_run_options(), default=LATEST,
-                               tooltip="The run folder's name, or 'latest' (the most recently updated run). Runs made "
-                                       "after the page loaded appear after refreshing the node definitions (R)."),
+                               tooltip="The run folder's name (its current video), or 'latest' (the most recently "
+                                       "updated run). A run holding several videos (two seeds of one first chunk "
+                                       "share a run) also lists each: '<run>@<id> (seed, frames, date made)'. Runs "
+                                       "made after the page loaded appear after refreshing the node definitions (R)."),
                 io.Float.Input("fps", default=8.0, min=0.1, max=240.0, step=0.5,
                                tooltip="Frame rate of the video output (StreamingT2V: 8)."),
                 io.Combo.Input("frames_output", options=[WHOLE_VIDEO, FIRST_FRAME], default=WHOLE_VIDEO,
@@ -139,8 +183,10 @@ class LoadRunNode(io.ComfyNode):
                                        "it would not fit in RAM). 'first frame only': for very long runs, use the "
                                        "file-backed video output instead."),
                 io.String.Input("run", optional=True, force_input=True,
-                                tooltip="A run name from StreamingT2V Extend's run output; overrides run_name and "
-                                        "makes this node run after that Extend."),
+                                tooltip="StreamingT2V Extend's run output ('<run>@<timeline id>'): loads exactly the "
+                                        "video that Extend made, even when another Extend of the same run made "
+                                        "another since (or says why it cannot); overrides run_name and makes this "
+                                        "node run after that Extend."),
             ],
             outputs=[
                 io.Image.Output("frames", display_name="frames",
@@ -159,9 +205,9 @@ class LoadRunNode(io.ComfyNode):
         # Re-run when the run changes on disk (another queue extended or re-rolled it).
         store = run_store()
         try:
-            name = _resolve(store, run_name, run)
+            name, tid, _ = _resolve(store, run_name, run)
             m = store.open(name).manifest()
-            return f"{name}|{m.updated}|{fps}|{frames_output}"
+            return f"{name}|{tid}|{m.updated}|{fps}|{frames_output}"
         except Exception:  # noqa: BLE001 - execute() reports the problem
             return float("nan")
 
@@ -170,17 +216,19 @@ class LoadRunNode(io.ComfyNode):
         if not fps or fps <= 0:
             raise ValueError(f"fps: must be > 0, got {fps}")
         store = run_store()
-        name = _resolve(store, run_name, run)
+        name, tid, source = _resolve(store, run_name, run)
         try:
             stored = store.open(name)
             m = stored.manifest()
+            # A timeline id: exactly the video that Extend made (or a refusal saying the run no longer holds it).
+            records, n_frames = stored.resolve(tid) if tid else (m.timeline_records(), video_frames(m))
         except RunFolderError as err:
             # Name the input the name came from: the run input (a wire from Extend) wins over the dropdown.
-            raise ValueError(f"{'run' if (run or '').strip() else 'run_name'}: {err}") from None
-        records = m.timeline_records()
+            raise ValueError(f"{source}: {err}") from None
+        if m.rebuilt:
+            logger.warning("StreamingT2V Load Run: %s (in memory; written when the run is next extended)", m.rebuilt)
         if not records:
-            raise ValueError(f"run_name: run {name!r} holds no chunks yet; queue its StreamingT2V Extend")
-        n_frames = video_frames(m)
+            raise ValueError(f"{source}: run {name!r} holds no chunks yet; queue its StreamingT2V Extend")
         height, width = m.frame_shape[0], m.frame_shape[1]
         whole = frames_output == WHOLE_VIDEO
         if whole:
@@ -192,19 +240,18 @@ class LoadRunNode(io.ComfyNode):
                     f"{format_bytes(needed)} of RAM as an IMAGE (float32), more than fits in the "
                     f"{format_bytes(available)} available; choose '{FIRST_FRAME}' and use the video "
                     f"output, which is file-backed for any length")
-        key = digest(m.timeline.files, m.timeline.total_frames, float(fps))[:12]
-        video_path = os.path.join(stored.videos_dir, f"{name.replace(' ', '_')}_{key}.mp4")
+        key = digest([r.file for r in records], n_frames, float(fps))[:12]
+        video_path, exists = _video_path(stored, name, key)
         writer = None
         temp = None
-        if not os.path.isfile(video_path):
-            os.makedirs(stored.videos_dir, exist_ok=True)
+        if not exists:
             temp = temp_path_for(video_path, suffix=".mp4")
             writer = StreamingVideoWriter(temp, width=width, height=height, fps=float(fps))
         images = torch.empty((n_frames, height, width, 3), dtype=torch.float32) if whole else None
         first = None
         pos = 0
         try:
-            for record, frames in stored.timeline_chunks():
+            for record, frames in stored.timeline_chunks(records=records):
                 n = min(frames.shape[0], n_frames - pos)
                 if n <= 0:
                     break
@@ -229,9 +276,11 @@ class LoadRunNode(io.ComfyNode):
                 with contextlib.suppress(OSError):
                     os.remove(temp)  # our own unfinished encode (the finished one was renamed)
         if pos != n_frames:
-            raise ValueError(f"run_name: run {name!r} lists {n_frames} frames but its chunks hold {pos}")
-        with open(stored.manifest_path, encoding="utf-8") as f:
-            manifest_text = f.read()
+            raise ValueError(f"{source}: run {name!r} lists {n_frames} frames but its chunks hold {pos}")
+        manifest_text = m.to_json()  # (a rebuilt manifest exists in memory only, on a read-only or damaged folder)
+        if not m.rebuilt:
+            with contextlib.suppress(OSError), open(stored.manifest_path, encoding="utf-8") as f:
+                manifest_text = f.read()
         logger.info("StreamingT2V Load Run: %s, %d frames at %dx%d, video %s", name, n_frames, width, height,
                     video_path)
         return io.NodeOutput(images if whole else first, InputImpl.VideoFromFile(video_path), manifest_text)

@@ -330,3 +330,144 @@ def test_refine_stored_run_workflow_refines_a_stored_run_without_sampling_it(com
     assert torch.equal(outputs[load][0], video)
     assert outputs[refine][1].get_frame_count() == 24
     assert comfy_host.ui_outputs()[save]["images"], "SaveVideo wrote nothing"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Run identity (issue 23): a run output names one video; damaged, read-only and altered runs
+
+
+def load_ref_graph(ref: str) -> dict:
+    """Load Run given Extend's run output (a reference string), as a wire from Extend gives it."""
+    graph = load_run_graph("latest")
+    graph["1"]["inputs"]["run"] = ref
+    return graph
+
+
+@pytest.fixture()
+def own_runs_root(comfy_host, monkeypatch, tmp_path):
+    """A runs folder of this test's own (as extra_model_paths' streamingt2v_runs gives users), so "auto" finds only
+    this test's runs."""
+    runs = pack_module(comfy_host, "runs")
+    monkeypatch.setattr(runs, "runs_root", lambda: str(tmp_path / "runs"))
+    return RunStore(str(tmp_path / "runs"))
+
+
+def test_two_extend_nodes_sharing_a_run_name_each_load_their_own_video(comfy_host, host_weights, run_prompt,
+                                                                       monkeypatch, own_runs_root):
+    runs = pack_module(comfy_host, "runs")
+    name = unique("shared")
+    ChunkCounter(monkeypatch, comfy_host)
+    a = run_prompt(extend_graph(total_frames=32, seed=1, disk_cache=True, run_name=name))["9"]
+    b = run_prompt(extend_graph(total_frames=32, seed=2, disk_cache=True, run_name=name))["9"]
+    assert a[2].startswith(f"{name}@32f-") and b[2].startswith(f"{name}@32f-") and a[2] != b[2]
+    assert not torch.equal(a[0][16:], b[0][16:])
+    # Before: the run output was the run's name, so Load Run gave the second node's frames for the first's run.
+    for ref, video in ((a[2], a[0]), (b[2], b[0])):
+        comfy_host.executor.reset()
+        assert torch.equal(run_prompt(load_ref_graph(ref))["1"][0], video)
+    # The readout and Load Run's list tell the two apart by base seed and date.
+    timelines = runs.run_summary(name)["timelines"]
+    assert [(t["ref"], t["seed"], t["current"]) for t in timelines] == [(a[2], "1", False), (b[2], "2", True)]
+    assert all(t["made"] and "seed" in t["label"] for t in timelines)
+    listed = next(r for r in runs.runs_listing()["runs"] if r["name"] == name)
+    assert listed["timelines"] == timelines and listed["chunks"] == 3  # the route's old fields are still there
+    options = runs._run_options()
+    assert name in options and f"{a[2]} ({timelines[0]['label']})" in options
+    comfy_host.executor.reset()
+    assert torch.equal(run_prompt(load_ref_graph(f"{a[2]} ({timelines[0]['label']})"))["1"][0], a[0])
+    # A chunk of the first video moved aside: Load Run refuses, saying the run changed, instead of loading another.
+    run = own_runs_root.open(name)
+    first = run.resolve(a[2].split("@")[1])[0]
+    os.remove(os.path.join(run.chunks_dir, first[2].file))
+    comfy_host.executor.reset()
+    with pytest.raises(PromptExecutionError):  # the first read finds the file gone (and records the problem)
+        run_prompt(load_ref_graph(a[2]))
+    comfy_host.executor.reset()
+    message = error_of(run_prompt, load_ref_graph(a[2]))
+    assert "run:" in message and "changed" in message and first[2].file in message
+
+
+def test_reserved_and_unicode_run_names(comfy_host, host_weights, run_prompt, monkeypatch, own_runs_root):
+    counter = ChunkCounter(monkeypatch, comfy_host)
+    for reserved in ("latest", "Auto"):
+        message = error_of(run_prompt, extend_graph(disk_cache=True, run_name=reserved))
+        assert "run_name" in message and "reserved word" in message and counter.calls == 0
+    assert not os.path.exists(own_runs_root.root) or not os.listdir(own_runs_root.root)
+    name = "Straße-猫 " + uuid.uuid4().hex[:4]  # before: refused as "not letters"
+    video = run_prompt(extend_graph(total_frames=24, disk_cache=True, run_name=name))["9"][0]
+    comfy_host.executor.reset()
+    assert torch.equal(run_prompt(load_run_graph(name))["1"][0], video)
+
+
+@pytest.mark.parametrize("damage", ["manifest cut in half", "manifest gone"])
+def test_a_damaged_run_is_rebuilt_and_resumed_without_sampling_again(comfy_host, host_weights, run_prompt,
+                                                                     monkeypatch, own_runs_root, damage):
+    forget_memory(comfy_host)  # (the other case queued this very graph)
+    counter = ChunkCounter(monkeypatch, comfy_host)
+    api = extend_graph(total_frames=40, seed=6, disk_cache=True, run_name="auto")
+    video = run_prompt(api)["9"][0]
+    assert counter.calls == 3
+    (name,) = own_runs_root.run_names()
+    run = own_runs_root.open(name)
+    text = open(run.manifest_path).read()
+    if damage == "manifest gone":
+        os.remove(run.manifest_path)
+        # Load Run reads such a folder (before: "no such run")
+        comfy_host.executor.reset()
+        assert torch.equal(run_prompt(load_run_graph(name))["1"][0], video)
+    else:
+        open(run.manifest_path, "w").write(text[: len(text) // 2])
+    forget_memory(comfy_host)
+    counter.calls = 0
+    out = run_prompt(api)["9"]
+    # Before: a new run '<name>-2' was started and every chunk sampled again, with no word in info.
+    assert counter.calls == 0 and torch.equal(out[0], video) and out[2].startswith(f"{name}@")
+    assert own_runs_root.run_names() == [name]
+    assert f"run '{name}'" in out[1] and "rebuilt from 4 verified chunk files" in out[1]
+    assert "reused (run store)" in out[1]
+    m = own_runs_root.open(name).manifest()
+    assert not m.rebuilt and m.problems[-1]["file"] == "manifest.json"
+
+
+def test_a_read_only_run_loads_and_resumes_and_says_when_something_new_cannot_be_stored(
+        comfy_host, host_weights, run_prompt, monkeypatch, own_runs_root):
+    from tests.core.runs.test_run_identity import read_only_folder
+
+    counter = ChunkCounter(monkeypatch, comfy_host)
+    name = unique("archive")
+    video = run_prompt(extend_graph(total_frames=32, seed=3, disk_cache=True, run_name=name))["9"][0]
+    folder = own_runs_root.open(name).folder
+    runs = pack_module(comfy_host, "runs")
+    with read_only_folder(folder, monkeypatch):
+        monkeypatch.setattr(runs, "runs_root", lambda: own_runs_root.root)
+        counter = ChunkCounter(monkeypatch, comfy_host)
+        forget_memory(comfy_host)
+        loaded, mp4, _ = run_prompt(load_run_graph(name))["1"]
+        assert torch.equal(loaded, video) and mp4.get_frame_count() == 32
+        forget_memory(comfy_host)
+        out = run_prompt(extend_graph(total_frames=32, seed=3, disk_cache=True, run_name=name))["9"]
+        assert counter.calls == 0 and torch.equal(out[0], video)  # before: refused ("cannot create or open")
+        out = run_prompt(extend_graph(total_frames=40, seed=3, disk_cache=True, run_name=name))["9"]
+        assert counter.calls == 1 and torch.equal(out[0][:32], video)
+        assert "read-only" in out[1] and "chunk 3" in out[1] and "new and must be written" in out[1]
+
+
+def test_a_chunk_reused_from_memory_whose_file_changed_on_disk_is_written_again(comfy_host, host_weights, run_prompt,
+                                                                                monkeypatch, own_runs_root):
+    counter = ChunkCounter(monkeypatch, comfy_host)
+    name = unique("altered")
+    api = extend_graph(total_frames=32, seed=4, disk_cache=True, run_name=name)
+    video = run_prompt(api)["9"][0]
+    run = own_runs_root.open(name)
+    record = run.manifest().timeline_records()[2]
+    path = os.path.join(run.chunks_dir, record.file)
+    data = bytearray(open(path, "rb").read())
+    data[-9] ^= 0x21
+    open(path, "wb").write(bytes(data))
+    comfy_host.executor.reset()  # the host's output cache only: our chunk memory keeps the frames
+    counter.calls = 0
+    out = run_prompt(api)["9"]
+    assert counter.calls == 0 and torch.equal(out[0], video) and "reused (memory)" in out[1]
+    assert f"run '{name}', chunk 2: stored chunk failed verification" in out[1] and "written again" in out[1]
+    fresh = run.manifest().timeline_records()[2]
+    assert torch.equal(run.read(fresh), (video[24:32] * 255).round().to(torch.uint8))
