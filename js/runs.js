@@ -8,7 +8,7 @@
 //    conditioned on. What it cannot see (the model, LoRAs, the VAE, the first chunk, the negative
 //    prompt) it assumes unchanged, and says so in its tooltip;
 //  * the seed's "control after generate" starts at "fixed" on a newly added node of every type
-//    whose output feeds a long run (Extend, Initial Chunk, Refine, Randomized Blending Windows), so
+//    whose output feeds a long run (both Extends, Initial Chunk, Refine, Randomized Blending Windows), so
 //    queueing again resumes the run instead of starting a new video: a new first chunk is a new
 //    run, a new Refine seed refines the whole video again (a loaded workflow keeps its saved
 //    choice). The frontend starts every seed at "randomize" and the host's schema cannot say
@@ -28,6 +28,7 @@ export const SEED_FIXED_NODES = [
   "StreamingT2VInitialChunk",
   "StreamingT2VRefine",
   "StreamingT2VRandomizedBlendingWindows",
+  "StreamingT2VExtendVideoModel",
 ];
 export const RUN_READOUT_WIDGET_NAME = "streamingt2v_run_readout";
 const RUN_UI_KEY = "streamingt2v_run";

@@ -104,7 +104,7 @@ def queue_and_report(ui, comfy_server) -> list[str]:
 # Every node whose output feeds a long run: a new seed there means a new run (first chunk) or a whole
 # video refined again (Refine, its blending windows), so each starts at "fixed" (js/runs.js).
 SEED_FIXED_NODES = ["StreamingT2VExtend", "StreamingT2VInitialChunk", "StreamingT2VRefine",
-                    "StreamingT2VRandomizedBlendingWindows"]
+                    "StreamingT2VRandomizedBlendingWindows", "StreamingT2VExtendVideoModel"]
 
 
 def seed_control(page, node_id: int) -> str:

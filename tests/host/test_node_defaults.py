@@ -106,9 +106,7 @@ def seed_fixed_nodes() -> list[str]:
 
 # A seed whose control is "randomize" starts a new video at every queue, where the run store would resume the same
 # run: every node whose output feeds a long run keeps its seed fixed after generate.
-SEEDED_NOT_FIXED = {
-    "StreamingT2VExtendVideoModel": "js/runs.js does not list it yet (issue 24 asks for every seed-bearing node)",
-}
+SEEDED_NOT_FIXED: dict[str, str] = {}
 
 
 def test_every_seed_has_a_control_and_starts_fixed(schema):
