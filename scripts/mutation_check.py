@@ -56,8 +56,10 @@ MUTATIONS = [
              ("tests/core/metrics/test_metrics_mawe.py",),
              "MAWE's default coefficient 9.5 -> 9.0"),
     Mutation("spatial_groupnorm_eps", "streamingt2v_core/models/blocks.py",
-             "        self.norm = nn.GroupNorm(groups, channels, eps=1e-6)\n        self.proj_in = nn.Linear(channels, inner)\n",
-             "        self.norm = nn.GroupNorm(groups, channels, eps=1e-5)\n        self.proj_in = nn.Linear(channels, inner)\n",
+             "        self.norm = nn.GroupNorm(groups, channels, eps=1e-6)\n        self.proj_in = nn.Linear(channels, inner)\n"
+             "        self.transformer_blocks = nn.ModuleList(\n            [BasicTransformerBlock(inner, heads, dim_head, context_dim,",
+             "        self.norm = nn.GroupNorm(groups, channels, eps=1e-5)\n        self.proj_in = nn.Linear(channels, inner)\n"
+             "        self.transformer_blocks = nn.ModuleList(\n            [BasicTransformerBlock(inner, heads, dim_head, context_dim,",
              ("tests/core/models/test_unet3d.py::test_matches_diffusers_reference_in_float64",),
              "GroupNorm eps 1e-6 -> 1e-5 in the spatial transformer"),
     # More regressions of the same kinds: defaults, constants, official quirks, values behind shape checks.
