@@ -2,7 +2,8 @@
 
 :mod:`.store` (run folders, chunk files, verification), :mod:`.manifest` (the JSON manifest),
 :mod:`.files` (atomic writes, file locks), :mod:`.chunkfile` (one chunk file and its metadata),
-:mod:`.rebuild` (a lost manifest rebuilt from the chunk files), :mod:`.names` (run names and
+:mod:`.rebuild` (a lost manifest rebuilt from the chunk files), :mod:`.timelines` (the videos of a
+run, by id), :mod:`.names` (run names and
 ``<run>@<timeline>`` references), :mod:`.cache` (the in-memory fast path),
 :mod:`.memory` (RAM estimates), :mod:`.errors` (what can go wrong, naming run and chunk).
 """
