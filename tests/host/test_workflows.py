@@ -43,7 +43,7 @@ CI_OVERRIDES_BY_TYPE = {
 _WAN_CI_PLAN = {"StreamingT2VDriftSeams": {"first_chunk": 9, "new_frames_per_chunk": 8}}
 CI_OVERRIDES_BY_WORKFLOW = {
     "wan_vace_long_video.json": _WAN_CI_PLAN,
-    "wan_long_video_refined.json": {**_WAN_CI_PLAN, "StreamingT2VRefine": {"chunk": 4, "overlap": 2}},
+    "wan_long_video_refined.json": {"StreamingT2VRefine": {"chunk": 4, "overlap": 2}},
 }
 # Nodes a workflow ships switched off (muted) because they need a file the artist brings, which CI
 # has in tiny form: CLIP Score needs an open_clip checkpoint (the host fixtures write a tiny one). The workflow names
