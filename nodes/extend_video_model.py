@@ -151,7 +151,8 @@ class ExtendVideoModelNode(io.ComfyNode):
                                        "known VACE control frames, the anchor as reference image. inpaint: context "
                                        "latents held by the sampler's noise mask (any video model)."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="Base seed; chunk i gets a seed derived from it and i (see chunk_seeds)."),
+                             tooltip="Base seed; chunk i gets a seed derived from it and i (see chunk_seeds). Keep "
+                                     "it fixed: queuing again with the same seed resumes the run from the store."),
                 io.Int.Input("steps", default=20, min=1, max=1000, tooltip="Sampling steps per chunk."),
                 io.Float.Input("cfg", default=6.0, min=0.0, max=100.0, step=0.1, round=0.01,
                                tooltip="Classifier-free guidance scale."),

@@ -1,9 +1,11 @@
 """StreamingT2V Extend (video model) resumes after SIGKILL of the real server, bit-identical.
 
 The pattern of test_run_store_server.py (its Server driver): the host's own main.py on a base folder of its own,
-a graph with the host's UNETLoader/VAELoader (a tiny Wan 2.1 VACE taking the session's OpenCLIP-H prompts, the tiny
-Wan VAE), CLIPTextEncode and EmptyImage feeding the node; killed hard once the run store holds 2 chunks, then a
-fresh server must take them from disk and sample only the rest, the chunks equal to an uninterrupted run's.
+a graph with the host's UNETLoader / VAELoader / CLIPLoader (type wan) on the session's tiny Wan demo files
+(scripts/demo_weights_wan.py: the real file names), CLIPTextEncode and EmptyImage feeding the node; killed hard
+once the run store holds 2 chunks, then a fresh server must take them from disk and sample only the rest, the
+chunks equal to an uninterrupted run's. The host builds UMT5 from a fixed config, so the server gets the demo's
+tiny-UMT5 hook as a one-file custom node of the test's base folder.
 """
 from __future__ import annotations
 
@@ -13,7 +15,6 @@ import uuid
 
 import pytest
 from test_run_store_server import HOST_DIR, REPO_ROOT, RUN_TIMEOUT_S, Server, _timeline
-from tiny_host_models import write_tiny_wan_vace, write_tiny_wan_vae
 
 from streamingt2v_core.runs import RunStore
 
@@ -21,13 +22,20 @@ pytestmark = pytest.mark.slow
 
 CHUNKS = 4
 KILL_AFTER = 2
+HOOK = f"""import sys
+sys.path.insert(0, {str(REPO_ROOT)!r})
+from scripts.demo_weights_wan import install_tiny_umt5_support
+install_tiny_umt5_support()
+NODE_CLASS_MAPPINGS = {{}}
+"""
 
 
-def video_model_graph(unet: str, vae: str, run_name: str) -> dict:
+def video_model_graph(run_name: str) -> dict:
     return {
-        "1": {"class_type": "CLIPLoader", "inputs": {"clip_name": "open_clip_h_text.safetensors", "type": "stable_diffusion"}},
-        "2": {"class_type": "UNETLoader", "inputs": {"unet_name": unet, "weight_dtype": "default"}},
-        "3": {"class_type": "VAELoader", "inputs": {"vae_name": vae}},
+        "1": {"class_type": "CLIPLoader", "inputs": {"clip_name": "umt5_xxl_fp16.safetensors", "type": "wan"}},
+        "2": {"class_type": "UNETLoader", "inputs": {"unet_name": "wan2.1_vace_1.3B_fp16.safetensors",
+                                                     "weight_dtype": "default"}},
+        "3": {"class_type": "VAELoader", "inputs": {"vae_name": "wan_2.1_vae.safetensors"}},
         "6": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 0], "text": "a cat walks on the street"}},
         "7": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 0], "text": ""}},
         "8": {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 16, "batch_size": 9, "color": 0x8844CC}},
@@ -42,18 +50,18 @@ def video_model_graph(unet: str, vae: str, run_name: str) -> dict:
 def test_video_model_resume_after_sigkill_of_the_real_server(host_weights, models_dir, tmp_path):
     if not (HOST_DIR / "main.py").is_file():
         pytest.skip(f"no ComfyUI host at {HOST_DIR}")
-    unet, vae = write_tiny_wan_vace(models_dir, text_dim=1024), write_tiny_wan_vae(models_dir)
     base = tmp_path / "base"
     for sub in ("input", "output", "temp", "custom_nodes", "user/default"):
         (base / sub).mkdir(parents=True, exist_ok=True)
     (base / "models").symlink_to(models_dir, target_is_directory=True)
     (base / "custom_nodes" / "comfyui-streamingt2v").symlink_to(REPO_ROOT, target_is_directory=True)
+    (base / "custom_nodes" / "tiny_umt5_hook.py").write_text(HOOK)
     store = RunStore(base / "output" / "StreamingT2V" / "runs")
     name, reference_name = "vm-killed-" + uuid.uuid4().hex[:6], "vm-reference-" + uuid.uuid4().hex[:6]
 
     first = Server(base, "first")
     try:
-        first.queue(video_model_graph(unet, vae, name))
+        first.queue(video_model_graph(name))
         deadline = time.monotonic() + RUN_TIMEOUT_S
         while len(_timeline(store, name)) < 1 + KILL_AFTER:
             assert time.monotonic() < deadline, f"no {KILL_AFTER} chunks stored in time:\n{first.log()}"
@@ -72,12 +80,12 @@ def test_video_model_resume_after_sigkill_of_the_real_server(host_weights, model
 
     second = Server(base, "second")
     try:
-        entry = second.wait(second.queue(video_model_graph(unet, vae, name)))
+        entry = second.wait(second.queue(video_model_graph(name)))
         report = entry["outputs"]["9"]["streamingt2v_run"][0]
         done = len(stored) - 1
         assert report["sources"] == ["store"] * done + ["sampled"] * (CHUNKS - done), report
         resumed = run.manifest().timeline_records()
-        report = second.wait(second.queue(video_model_graph(unet, vae, reference_name)))["outputs"]["9"]
+        report = second.wait(second.queue(video_model_graph(reference_name)))["outputs"]["9"]
         assert report["streamingt2v_run"][0]["sources"] == ["sampled"] * CHUNKS
         reference = store.open(reference_name).manifest().timeline_records()
         assert [r.sha256 for r in resumed] == [r.sha256 for r in reference]

@@ -55,13 +55,13 @@ def _random_state(net: torch.nn.Module, seed: int, prefix: str = "") -> dict:
     return state
 
 
-def _wan(models_dir: Path, name: str, vace: bool, seed: int, text_dim: int = WAN_TEXT_DIM) -> str:
+def _wan(models_dir: Path, name: str, vace: bool, seed: int) -> str:
     import comfy.ldm.wan.model
     import comfy.ops
 
     path = Path(models_dir) / "diffusion_models" / name
     if not path.exists():
-        kwargs = dict(dim=128, ffn_dim=256, num_heads=1, num_layers=1, in_dim=16, out_dim=16, text_dim=text_dim,
+        kwargs = dict(dim=128, ffn_dim=256, num_heads=1, num_layers=1, in_dim=16, out_dim=16, text_dim=WAN_TEXT_DIM,
                       operations=comfy.ops.disable_weight_init, device="meta")
         if vace:
             # 96 = 32 VACE latent channels (inactive + reactive) + 64 mask channels (the 8x8 pixel block).
@@ -72,11 +72,9 @@ def _wan(models_dir: Path, name: str, vace: bool, seed: int, text_dim: int = WAN
     return path.name
 
 
-def write_tiny_wan_vace(models_dir: Path, text_dim: int = WAN_TEXT_DIM) -> str:
-    """Tiny Wan 2.1 VACE diffusion model (diffusion_models/); ``text_dim`` 1024 takes the prompts of the test
-    session's OpenCLIP-H text encoder (graphs on the real server, where a umt5 would be too big)."""
-    suffix = "" if text_dim == WAN_TEXT_DIM else f"_text{text_dim}"
-    return _wan(models_dir, f"tiny_wan21_vace{suffix}.safetensors", True, 1, text_dim)
+def write_tiny_wan_vace(models_dir: Path) -> str:
+    """Tiny Wan 2.1 VACE diffusion model (diffusion_models/)."""
+    return _wan(models_dir, "tiny_wan21_vace.safetensors", True, 1)
 
 
 def write_tiny_wan_t2v(models_dir: Path) -> str:
