@@ -524,7 +524,10 @@ class ExtendNode(io.ComfyNode):
                         notes.append(note)
                 chunk_positives.append(positive if i is None or spec.index == 0 else encoded[i])
                 chunk_prompts.append(text if i is None else schedule[i][1])
-            notes.append("prompt schedule: " + "; ".join(f"{f}: {p}" for f, p in schedule))
+            # The entries chunks use (a schedule of thousands of entries would make a line as long).
+            used = "; ".join(f"{schedule[i][0]}: {schedule[i][1]}" for i in sorted(encoded)) or "no entry is used"
+            notes.append(f"prompt schedule: {used}"
+                         + (f" (the entries chunks use, of {len(schedule)})" if len(encoded) < len(schedule) else ""))
 
         controls = ChunkControls.for_plan(plan, CHUNK_FRAMES) if has_control else None
         if controls is not None:

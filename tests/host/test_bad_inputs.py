@@ -936,6 +936,8 @@ def test_a_schedule_encodes_only_the_entries_chunks_use_once_each(bench):
     (the first chunk is given and needs none); every entry was encoded before."""
     run_case(next(c for c in CASES if c.id == "extend-schedule-many"), bench)
     assert ENCODED == [LONG_PROMPT.strip()]
+    info = _GROUP_RUNS["extend-notes-2"][1]["9"][1]
+    assert f"prompt schedule: 16: {LONG_PROMPT.strip()} (the entries chunks use, of 24)" in info.splitlines(), info
 
 
 def test_mismatched_model_inputs_are_refused_before_the_host_sampler(bench, monkeypatch):
