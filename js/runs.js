@@ -326,11 +326,13 @@ function autoRunGuess(node) {
   const positive = positiveText(node);
   const width = valueOf(node, "width");
   const height = valueOf(node, "height");
-  if (positive == null || width == null || height == null) return { state: "unknown" };
+  // positive null: not a literal text here (a ControlNet apply between...); the node then stores no prompt
+  // either (nodes/extend.py positive_text), so such runs match by size alone.
+  if (width == null || height == null) return { state: "unknown" };
   const entry = runsListing(node);
   if (entry.data == null) return { state: entry.pending ? "pending" : "unknown" };
   const runs = (entry.data.runs ?? []).filter((r) => !r.problem && r.name);
-  const slug = `_${slugify(positive)}_`;
+  const slug = `_${slugify(positive ?? "run")}_`;
   const named = runs.filter((r) => r.name.includes(slug));
   const candidates = (named.length ? named : runs).slice(0, AUTO_CANDIDATES);
   let pending = false;
@@ -341,8 +343,8 @@ function autoRunGuess(node) {
       continue;
     }
     const base = s.data.base ?? {};
-    if (s.data.exists && base.width === width && base.height === height && (base.prompt ?? "") === positive) {
-      return { state: "found", name: run.name, run };
+    if (s.data.exists && base.width === width && base.height === height && (base.prompt ?? null) === positive) {
+      return { state: "found", name: run.name, run, bySize: positive == null };
     }
   }
   return { state: pending ? "pending" : "none" };
@@ -386,7 +388,7 @@ function computeRunReadout(node) {
         return plan;
       }
       name = guess.name;
-      guessed = guess.run;
+      guessed = { ...guess.run, bySize: guess.bySize };
       label = `run: auto → ${name}`;
     }
   } else {
@@ -402,9 +404,15 @@ function computeRunReadout(node) {
   }
   const plan = runPlan({ summary, values, positive: positiveText(node), runLabel: label });
   if (guessed) {
-    const extra = ["seed", "date", "created", "updated"].filter((k) => guessed[k] != null).map((k) => `${k} ${guessed[k]}`);
+    // The run's videos (GET /streamingt2v/runs lists them with their base seed and date): the one of this seed.
+    const videos = Array.isArray(guessed.timelines) ? guessed.timelines : [];
+    const same = videos.find((t) => t.seed != null && String(t.seed) === String(values.seed));
+    const extra = same ? [`its video of seed ${same.seed}: ${same.label ?? same.made ?? same.id}`]
+      : videos.length ? [`${videos.length} video${videos.length > 1 ? "s" : ""}, none of seed ${values.seed}`]
+      : ["created", "updated"].filter((k) => guessed[k]).map((k) => `${k} ${guessed[k]}`);
     plan.title =
-      `auto: the most recent stored run of this prompt and size is ${name}${extra.length ? ` (${extra.join(", ")})` : ""}; ` +
+      `auto: the most recent stored run of this ${guessed.bySize ? "size (the prompt is not a literal text here)" : "prompt and size"} ` +
+      `is ${name}${extra.length ? ` (${extra.join(", ")})` : ""}; ` +
       "auto continues it when the first chunk is the same (another first chunk starts a new run).\n" + plan.title;
   }
   return plan;

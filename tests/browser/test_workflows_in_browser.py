@@ -50,7 +50,7 @@ WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 READOUT_NODES = {"StreamingT2VExtend", "StreamingT2VRefine", "StreamingT2VInitialChunk", "StreamingT2VFramePlan"}
 # Settings lowered (never raised) before the queued run, so it stays a few seconds per step on CPU.
 TINY_RUN_SETTINGS = {"steps": 2, "width": 64, "height": 64, "total_frames": 24, "frames": 16, "size": 64}
-RUN_TIMEOUT_MS = 8 * 60 * 1000
+RUN_TIMEOUT_MS = 15 * 60 * 1000  # a loaded 2-core machine took over 8 min for the tiny text-to-long-video run
 WARNING_WORDS = re.compile(r"missing|not found|error|failed|invalid", re.IGNORECASE)
 REGISTRY_LOOKUP = "https://api.comfy.org/"
 
