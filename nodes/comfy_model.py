@@ -46,7 +46,8 @@ import comfy.model_patcher
 import comfy.ops
 import comfy.supported_models_base
 
-from streamingt2v_core.models.memory_estimate import FITS, SAFETY, activation_bytes, width_scale
+from streamingt2v_core.models.memory_estimate import FITS, MEASURED, SAFETY, activation_bytes, width_scale
+from streamingt2v_core.models.unet3d import set_compute_dtype
 from streamingt2v_core.sampling.schedules import alphas_cumprod_to_sigmas, refiner_alphas_cumprod
 
 from . import controlnet
@@ -65,6 +66,8 @@ __all__ = [
     "StreamingT2VRefinerModel",
     "wrap_core_model",
     "wrap_loaded_model",
+    "FP8_DTYPES",
+    "store_weights_in",
     "host_attention_function",
     "memory_usage_factor_for",
     "model_kind",
@@ -136,9 +139,11 @@ def memory_kind(kind: str) -> str:
 
 def memory_usage_factor_for(kind: str, unet_config: Any) -> float:
     """The host ``memory_usage_factor`` that makes its formula (latent elements x dtype size x 0.01 x factor MiB)
-    equal our fitted estimate, fixed part aside: ``kappa x SAFETY / (0.01 x 2^20)`` (1.10 for the published UNet3D,
-    1.19 for the extender)."""
-    return FITS[memory_kind(kind)].kappa(width_scale(unet_config)) * SAFETY / (0.01 * 2**20)
+    equal the part of our measured estimate that grows with the latent when forward chunking is on:
+    ``kappa x SAFETY / (0.01 x 2^20)`` (0.32 for the published UNet3D, 0.34 for the extender)."""
+    name = memory_kind(kind)
+    ratio = FITS[name].kappa(width_scale(unet_config)) / FITS[name].kappa(64)
+    return MEASURED[name].kappa * ratio * SAFETY / (0.01 * 2**20)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -169,6 +174,34 @@ def _adopt_host_ops(root: nn.Module) -> int:
         if swap is not None:
             module.__class__ = swap
             count += 1
+    return count
+
+
+#: Weight-storage dtypes computed in another dtype (the host's UNETLoader ``weight_dtype`` fp8 options).
+FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
+_CASTABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+#: Kept in the compute dtype under fp8 storage: the APM resampler (22 M parameters) casts its input to its own
+#: weight dtype.
+_KEEP_COMPUTE_DTYPE = ("resampler.",)
+
+
+def store_weights_in(root: nn.Module, dtype: torch.dtype) -> int:
+    """Store the weights and biases of every Linear/Conv under ``root`` in ``dtype`` (fp8), in place; returns how many
+    parameters. Those layers then become the host's manual-cast ops (weights cast to the input dtype per call, as the
+    host runs its own fp8 models); norms, the APM resampler and loose parameters stay in the compute dtype. Over 99%
+    of our UNets' parameters are Linear/Conv weights, so fp8 halves fp16's weight memory."""
+    if dtype not in FP8_DTYPES:
+        raise ValueError(f"dtype: expected one of {FP8_DTYPES}, got {dtype!r}")
+    count = 0
+    for name, module in root.named_modules():
+        if not isinstance(module, _CASTABLE) or any(name.startswith(p) for p in _KEEP_COMPUTE_DTYPE):
+            continue
+        for pname, p in list(module.named_parameters(recurse=False)):
+            setattr(module, pname, nn.Parameter(p.detach().to(dtype), requires_grad=False))
+            count += 1
+        # What the host's manual_cast op classes set; an instance attribute survives the host's low-VRAM
+        # bookkeeping (it saves and restores comfy_cast_weights around partial loads).
+        module.comfy_cast_weights = True
     return count
 
 
@@ -338,6 +371,7 @@ def wrap_core_model(
     config: Any = None,
     load_device: torch.device | None = None,
     offload_device: torch.device | None = None,
+    compute_dtype: torch.dtype | None = None,
 ) -> comfy.model_patcher.ModelPatcher:
     """Wrap a ``streamingt2v_core`` module with its weights as a host ``MODEL`` (a ``ModelPatcher``).
 
@@ -347,6 +381,8 @@ def wrap_core_model(
         kind: one of ``base_unet3d``, ``extender``, ``refiner_unet``.
         config: the core config, kept on the model config (``model.model.model_config.core_config``).
         load_device / offload_device: default to the host's choices for diffusion models.
+        compute_dtype: the dtype to compute in when the weights are stored in fp8 (:func:`store_weights_in`);
+            required then, ignored otherwise.
     """
     if kind not in _MODEL_CLASSES:
         raise ValueError(f"kind: expected one of {sorted(_MODEL_CLASSES)}, got {kind!r}")
@@ -359,7 +395,16 @@ def wrap_core_model(
         module.set_attention_function(host_attention_function())
     model_config = StreamingT2VModelConfig(kind, config if config is not None else getattr(module, "config", None))
     dtype = next(module.parameters()).dtype
-    model_config.set_inference_dtype(dtype, None)
+    if dtype in FP8_DTYPES:
+        if compute_dtype is None or compute_dtype in FP8_DTYPES:
+            raise ValueError(f"compute_dtype: weights stored in {dtype} need a float16/bfloat16/float32 compute dtype, "
+                             f"got {compute_dtype}")
+        # The host's way for fp8 storage: manual_cast_dtype is what apply_model casts inputs to; the core model
+        # computes in it too (its own input casts follow compute_dtype instead of the fp8 weights).
+        set_compute_dtype(module, compute_dtype)
+        model_config.set_inference_dtype(dtype, compute_dtype)
+    else:
+        model_config.set_inference_dtype(dtype, None)
     model = _MODEL_CLASSES[kind](model_config, module).to(offload_device)
     patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
     # The host's ControlNets (Apply ControlNet) run per frame on our 5-D latents.

@@ -13,6 +13,10 @@ Usage::
     python -m streamingt2v_core convert IN OUT --dtype fp16|bf16|fp32 [--kind KIND]
         write our safetensors (with the metadata the loader reads), part by part, one tensor in memory at a time
 
+    python -m streamingt2v_core memory-plan --gpu-gib 12 [--workflow FILE] [--weights fp16|fp8]
+        GPU memory per stage of the refined workflow (weights, activation peak, VAE decode) and whether it fits;
+        the largest refine size that fits (streamingt2v_core/memory_plan.py)
+
 KIND is extender, base_unet3d or refiner_unet.
 """
 
@@ -134,6 +138,14 @@ def _print_info(path: str, kind: str | None, out: TextIO) -> None:
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Entry point of ``python -m streamingt2v_core``; returns the exit status."""
     out = out or sys.stdout
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["memory-plan"]:
+        import contextlib
+
+        from .memory_plan import main as memory_plan_main
+
+        with contextlib.redirect_stdout(out):
+            return memory_plan_main(args_list[1:])
     parser = argparse.ArgumentParser(prog="python -m streamingt2v_core", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -181,3 +181,10 @@ class AttentionFunctionMixin:
     def set_attention_batch_limit(self, max_batch_heads: int | None) -> None:
         """Cap batch x heads of every attention call of this model (None = :data:`DEFAULT_MAX_BATCH_HEADS`)."""
         set_attention_batch_limit(self, max_batch_heads)  # type: ignore[arg-type]
+
+    def set_forward_chunking(self, max_elements: int | None) -> None:
+        """Bound every feed-forward's intermediate (None = the default limit, 0 = off); see
+        :func:`streamingt2v_core.models.blocks.set_forward_chunking`."""
+        from .blocks import set_forward_chunking  # blocks imports this module
+
+        set_forward_chunking(self, max_elements)  # type: ignore[arg-type]

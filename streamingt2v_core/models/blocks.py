@@ -22,6 +22,8 @@ from .apm import AppearanceMixingCrossAttention
 from .attention import Attention
 
 __all__ = [
+    "DEFAULT_FF_CHUNK_ELEMENTS",
+    "set_forward_chunking",
     "timestep_embedding",
     "TimestepEmbedding",
     "ResnetBlock2D",
@@ -38,6 +40,43 @@ __all__ = [
     "CrossAttnUpBlock3D",
     "UpBlock3D",
 ]
+
+
+#: Forward chunking (diffusers' name): most elements of one feed-forward's GEGLU intermediate held at once.
+#: A GEGLU of inner width ``i`` holds ``4 i`` elements per token while it runs (its ``2 i`` projection, the GELU of
+#: the gate and the product), so a block cuts its tokens into pieces of ``max(1, limit // (4 i))``. 2^26 elements
+#: (128 MiB in fp16) is 8,192 tokens per piece for ``transformer_in`` (inner 2048) at the published width: a GEMM
+#: large enough to run at full speed on a GPU, and 84 pieces for a 1280x720 CFG refiner forward, whose whole
+#: intermediate would otherwise be 10.5 GiB (bench/RESULTS.md). Smaller inputs are not cut at all.
+DEFAULT_FF_CHUNK_ELEMENTS = 2**26
+
+
+def set_forward_chunking(root: nn.Module, max_elements: int | None) -> int:
+    """Bound the feed-forward intermediate of every :class:`BasicTransformerBlock` under ``root``.
+
+    ``max_elements``: most GEGLU intermediate elements held at once (None = :data:`DEFAULT_FF_CHUNK_ELEMENTS`,
+    0 = never chunk). Chunking is exact: LayerNorm, the feed-forward and the residual act on each token alone.
+    Returns how many blocks were set.
+    """
+    if max_elements is not None and (
+        isinstance(max_elements, bool) or not isinstance(max_elements, int) or max_elements < 0
+    ):
+        raise ValueError(f"max_elements: expected a non-negative int (0 = off) or None, got {max_elements!r}")
+    count = 0
+    for module in root.modules():
+        if isinstance(module, BasicTransformerBlock):
+            module.ff_chunk_elements = max_elements
+            count += 1
+    return count
+
+
+def _limit(block: "BasicTransformerBlock") -> int:
+    return DEFAULT_FF_CHUNK_ELEMENTS if block.ff_chunk_elements is None else block.ff_chunk_elements
+
+
+#: Elements a transformer holds per token and inner channel while one piece runs (input, norms, q/k/v, attention
+#: output, residuals): sequences per piece are sized so a piece stays within the forward-chunking limit.
+_TENSORS_PER_TOKEN = 16
 
 
 def timestep_embedding(timesteps: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
@@ -79,9 +118,10 @@ class ResnetBlock2D(nn.Module):
         self.conv_shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
 
     def forward(self, x: Tensor, temb: Tensor) -> Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
+        # SiLU in place on the norms' fresh outputs: one full-size tensor less at the peak (exact).
+        h = self.conv1(F.silu(self.norm1(x), inplace=True))
         h = h + self.time_emb_proj(F.silu(temb))[:, :, None, None]
-        h = self.conv2(F.silu(self.norm2(h)))
+        h = self.conv2(F.silu(self.norm2(h), inplace=True))
         if self.conv_shortcut is not None:
             x = self.conv_shortcut(x)
         return x + h
@@ -167,11 +207,38 @@ class BasicTransformerBlock(nn.Module):
         self.norm3 = nn.LayerNorm(dim)
         self.ff = FeedForward(dim)
         self.is_cross = context_dim is not None
+        #: Forward-chunking limit (see :func:`set_forward_chunking`); None = the default, 0 = off.
+        self.ff_chunk_elements: int | None = None
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         x = self.attn1(self.norm1(x)) + x
         x = self.attn2(self.norm2(x), context if self.is_cross else None) + x
-        return self.ff(self.norm3(x)) + x
+        return self._ff_residual(x)
+
+    def ff_chunk_tokens(self) -> int:
+        """Tokens per feed-forward piece (0 = do not chunk)."""
+        limit = DEFAULT_FF_CHUNK_ELEMENTS if self.ff_chunk_elements is None else self.ff_chunk_elements
+        if limit == 0:
+            return 0
+        inner = self.ff.net[2].in_features
+        return max(1, limit // (4 * inner))
+
+    def _ff_residual(self, x: Tensor) -> Tensor:
+        """``ff(norm3(x)) + x``, over pieces of the flattened tokens when the whole would exceed the limit.
+
+        The pieces are written into one preallocated output (norm, feed-forward and residual of a piece in one go), so
+        the peak is one piece's intermediate plus the input and the output, instead of ``4 x inner`` per token.
+        """
+        step = self.ff_chunk_tokens()
+        flat = x.reshape(-1, x.shape[-1])
+        n = flat.shape[0]
+        if step == 0 or n <= step:
+            return self.ff(self.norm3(x)) + x
+        out = torch.empty_like(flat)
+        for i in range(0, n, step):
+            piece = flat[i : i + step]
+            out[i : i + step] = self.ff(self.norm3(piece)) + piece
+        return out.view(x.shape)
 
 
 class SpatialTransformer(nn.Module):
@@ -198,6 +265,23 @@ class SpatialTransformer(nn.Module):
         self.proj_out = nn.Linear(inner, channels)
 
     def forward(self, x: Tensor, context: Tensor) -> Tensor:
+        bf, c, h, w = x.shape
+        limit = _limit(self.transformer_blocks[0])
+        inner = self.proj_in.out_features
+        frames = max(1, limit // (_TENSORS_PER_TOKEN * inner * h * w)) if limit else bf
+        if frames >= bf:
+            return self._frames(x, context)
+        # Forward chunking over frames: every frame is its own sequence (GroupNorm, self-attention and the text
+        # cross-attention are per frame), so pieces of frames are exact. Each frame gets its video's context row.
+        if context.shape[0] not in (1, bf):
+            context = context.repeat_interleave(bf // context.shape[0], dim=0)
+        out = torch.empty_like(x)
+        for i in range(0, bf, frames):
+            ctx = context if context.shape[0] == 1 else context[i : i + frames]
+            out[i : i + frames] = self._frames(x[i : i + frames], ctx)
+        return out
+
+    def _frames(self, x: Tensor, context: Tensor) -> Tensor:
         bf, c, h, w = x.shape
         t = self.norm(x).permute(0, 2, 3, 1).reshape(bf, h * w, c)
         t = self.proj_in(t)
@@ -226,13 +310,34 @@ class TemporalTransformer(nn.Module):
         bf, c, h, w = x.shape
         b = bf // num_frames
         t = self.norm(x.view(b, num_frames, c, h, w).permute(0, 2, 1, 3, 4))  # (B, C, F, H, W)
-        t = t.permute(0, 3, 4, 2, 1).reshape(b * h * w, num_frames, c)
+        limit = _limit(self.transformer_blocks[0])
+        inner = self.proj_in.out_features
+        if not limit or b * h * w * num_frames * inner * _TENSORS_PER_TOKEN <= limit:
+            return self._pixels(t, b * h * w).view(b, h, w, num_frames, c).permute(0, 3, 4, 1, 2).reshape(
+                bf, c, h, w) + x
+        # Forward chunking over pixels: every pixel's frames are one sequence (the GroupNorm, whose statistics span
+        # the whole video, is done above), so pieces of image rows are exact.
+        rows = max(1, limit // (_TENSORS_PER_TOKEN * inner * w * num_frames))
+        out = torch.empty_like(x)
+        out5 = out.view(b, num_frames, c, h, w)
+        x5 = x.view(b, num_frames, c, h, w)
+        for bi in range(b):
+            for r in range(0, h, rows):
+                piece = t[bi, :, :, r : r + rows]  # (C, F, r, W)
+                n = piece.shape[2]
+                y = self._pixels(piece.unsqueeze(0), n * w)  # (n*W, F, C)
+                y = y.view(n, w, num_frames, c).permute(2, 3, 0, 1)
+                out5[bi, :, :, r : r + rows] = y + x5[bi, :, :, r : r + rows]
+        return out
+
+    def _pixels(self, t: Tensor, sequences: int) -> Tensor:
+        """``t`` ``(b, C, F, h, w)`` normed -> the transformer's output ``(b*h*w, F, C)`` (before the residual)."""
+        num_frames, c = t.shape[2], t.shape[1]
+        t = t.permute(0, 3, 4, 2, 1).reshape(sequences, num_frames, c)
         t = self.proj_in(t)
         for block in self.transformer_blocks:
             t = block(t)
-        t = self.proj_out(t)
-        t = t.view(b, h, w, num_frames, c).permute(0, 3, 4, 1, 2).reshape(bf, c, h, w)
-        return t + x
+        return self.proj_out(t)
 
 
 class Downsample2D(nn.Module):
@@ -435,13 +540,17 @@ class CrossAttnUpBlock3D(nn.Module):
 
     def forward(
         self,
-        x: Tensor,
+        x: Tensor | list[Tensor],
         skips: list[Tensor],
         temb: Tensor,
         context: Tensor,
         num_frames: int,
         upsample_size: tuple[int, int] | None,
     ) -> Tensor:
+        """``x``: the input, or a one-element list holding it, which is emptied (so the caller holds no reference
+        and the input is freed as soon as it is consumed)."""
+        if isinstance(x, list):
+            x = x.pop()
         for resnet, tconv, sattn, tattn in zip(self.resnets, self.temp_convs, self.attentions, self.temp_attentions):
             x = torch.cat([x, skips.pop()], dim=1)
             x = tconv(resnet(x, temb), num_frames)
@@ -481,13 +590,17 @@ class UpBlock3D(nn.Module):
 
     def forward(
         self,
-        x: Tensor,
+        x: Tensor | list[Tensor],
         skips: list[Tensor],
         temb: Tensor,
         context: Tensor,
         num_frames: int,
         upsample_size: tuple[int, int] | None,
     ) -> Tensor:
+        """``x``: the input, or a one-element list holding it, which is emptied (so the caller holds no reference
+        and the input is freed as soon as it is consumed)."""
+        if isinstance(x, list):
+            x = x.pop()
         for resnet, tconv in zip(self.resnets, self.temp_convs):
             x = torch.cat([x, skips.pop()], dim=1)
             x = tconv(resnet(x, temb), num_frames)

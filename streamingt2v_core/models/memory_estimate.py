@@ -43,6 +43,10 @@ from .config import ExtenderConfig, UNet3DConfig
 __all__ = [
     "ActivationFit",
     "FITS",
+    "MeasuredActivation",
+    "MEASURED",
+    "LiveTensorTracker",
+    "measure_peak_bytes_tracked",
     "SAFETY",
     "FIXED_BYTES",
     "width_scale",
@@ -80,6 +84,26 @@ FITS: dict[str, ActivationFit] = {
 }
 
 
+@dataclass(frozen=True)
+class MeasuredActivation:
+    """Measured at the published width: ``kappa`` elements per latent position with forward chunking (the linear
+    part), ``kappa_unchunked`` without (the feed-forward intermediates on top)."""
+
+    kappa: float
+    kappa_unchunked: float
+
+
+#: Measured by ``bench/bench_activation_memory.py`` (bench/RESULTS.md) at the published widths, fp16, CFG batch 2.
+#: ``unet3d``: the refiner (the base UNet3D has the same modules): chunked 2,886 at 2x4x24x18x32 and 2,884 at the
+#: real 2x4x24x90x160 (3.71 GiB in fp16), unchunked 10,052 at 2x4x24x90x160 (the old fit said 10,058).
+#: ``extender``: not measured at the published width yet; the unet3d values x 1.082, the ratio of the two kinds in
+#: the scaled-width fit (``FITS``), whose CAM features come on top.
+MEASURED: dict[str, MeasuredActivation] = {
+    "unet3d": MeasuredActivation(kappa=2886.0, kappa_unchunked=10052.0),
+    "extender": MeasuredActivation(kappa=2886.0 * 1.082, kappa_unchunked=10052.0 * 1.082),
+}
+
+
 def width_scale(config: UNet3DConfig) -> float:
     """The equivalent head size ``s`` of a UNet3D config (64 for the published ones)."""
     c0 = config.block_out_channels[0]
@@ -110,8 +134,18 @@ def scaled_extender_config(scale: int) -> ExtenderConfig:
     )
 
 
-def activation_bytes(kind: str, config: UNet3DConfig, shape: tuple[int, ...] | list[int], dtype_bytes: int) -> int:
+def activation_bytes(
+    kind: str,
+    config: UNet3DConfig,
+    shape: tuple[int, ...] | list[int],
+    dtype_bytes: int,
+    chunk_elements: int | None = None,
+) -> int:
     """Estimated peak activation bytes of one forward on a latent ``[B, C, T, H, W]`` (weights not included).
+
+    ``MEASURED`` at the published width: ``kappa`` per latent position with forward chunking, plus the feed-forward
+    intermediates, which chunking bounds by one piece (``chunk_elements``, None = the default limit, 0 = off).
+    Other widths (the tiny test presets) scale by the scaled-width fit ``FITS``.
 
     Args:
         kind: ``"unet3d"`` (base UNet3D, refiner) or ``"extender"``.
@@ -123,10 +157,84 @@ def activation_bytes(kind: str, config: UNet3DConfig, shape: tuple[int, ...] | l
         raise ValueError(f"kind: expected one of {sorted(FITS)}, got {kind!r}")
     if len(shape) != 5:
         raise ValueError(f"shape: expected a video latent [B, C, T, H, W], got {list(shape)}")
+    from .blocks import DEFAULT_FF_CHUNK_ELEMENTS
+
     b, _, t, h, w = (int(v) for v in shape)
     positions = b * t * h * w
-    kappa = FITS[kind].kappa(width_scale(config))
-    return int(positions * kappa * dtype_bytes * SAFETY) + FIXED_BYTES
+    measured = MEASURED[kind]
+    ratio = FITS[kind].kappa(width_scale(config)) / FITS[kind].kappa(64)
+    linear = measured.kappa * ratio * positions
+    ff = (measured.kappa_unchunked - measured.kappa) * ratio * positions
+    limit = DEFAULT_FF_CHUNK_ELEMENTS if chunk_elements is None else chunk_elements
+    elements = linear + (ff if limit == 0 else min(ff, limit))
+    return int(elements * dtype_bytes * SAFETY) + FIXED_BYTES
+
+
+class LiveTensorTracker:
+    """Peak bytes of live tensor storage created while it is active (a ``TorchDispatchMode``; works on meta tensors).
+
+    Every op's outputs are inspected: a storage that is none of the op's inputs' and not already tracked is a new
+    allocation of ``storage.nbytes()``; a ``weakref.finalize`` on the storage subtracts it when the last tensor
+    using it dies (views share their base's storage, so they count once). On the meta device nothing is allocated
+    or computed, so a full-width forward at the real 1280x720 shape takes seconds and no memory. What it counts is
+    what a caching GPU allocator must hold for the forward's tensors; not kernel-internal workspaces (cuDNN's, or
+    the score matrix of a non-fused attention: on meta, ``scaled_dot_product_attention`` is one op returning its
+    output, which is the memory-efficient kernels' behaviour).
+    """
+
+    def __init__(self) -> None:
+        self.live = 0
+        self.peak = 0
+        self._sizes: dict[int, int] = {}
+        self._mode = None
+
+    def _free(self, key: int) -> None:
+        self.live -= self._sizes.pop(key, 0)
+
+    def __enter__(self) -> "LiveTensorTracker":
+        import weakref
+
+        import torch
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils._pytree import tree_flatten
+
+        tracker = self
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                inputs = {a.untyped_storage()._cdata for a in tree_flatten((args, kwargs))[0]
+                          if isinstance(a, torch.Tensor)}
+                for t in tree_flatten(out)[0]:
+                    if not isinstance(t, torch.Tensor):
+                        continue
+                    storage = t.untyped_storage()
+                    key = storage._cdata
+                    if key in inputs or key in tracker._sizes:
+                        continue
+                    tracker._sizes[key] = storage.nbytes()
+                    tracker.live += storage.nbytes()
+                    tracker.peak = max(tracker.peak, tracker.live)
+                    weakref.finalize(storage, tracker._free, key)
+                return out
+
+        self._mode = _Mode()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._mode.__exit__(*exc)
+
+
+def measure_peak_bytes_tracked(fn) -> int:
+    """Peak live tensor bytes created by ``fn()`` (:class:`LiveTensorTracker`), under ``torch.inference_mode``; the
+    output is dropped inside, so it counts while it is alive, like every other tensor."""
+    import torch
+
+    with torch.inference_mode(), LiveTensorTracker() as tracker:
+        out = fn()
+        del out
+    return tracker.peak
 
 
 def measure_peak_bytes(fn) -> int:
@@ -149,3 +257,4 @@ def measure_peak_bytes(fn) -> int:
         live += nbytes
         peak = max(peak, live)
     return peak
+
