@@ -77,56 +77,141 @@ _XYZN_TO_RGB = np.linalg.inv(_RGB_TO_XYZN)
 _EPSILON, _KAPPA = 216 / 24389, 24389 / 27
 
 
+# Pixels per block of the conversions: a block's temporaries (about ten [3, n] tensors of 3 MiB) stay
+# near the CPU's caches, where one pass over a whole 81-frame 832x480 chunk (390 MB a tensor) goes to
+# memory for each of its ~30 operations; it also bounds the extra memory to some 30 MB, whatever the
+# video. Smaller blocks were slower on a busy 2-core machine (torch's per-operation thread hand-off).
+_BLOCK_PIXELS = 1 << 18
+# The statistics (mean and spread of L, a, b) are means over millions of pixels: a strided sample of at
+# most this many pixels gives them to within a few hundredths of a Lab unit (tests/core/test_color.py
+# bounds it at 832x480), far below what is visible (delta E 1) and ~20x faster than all pixels.
+_STATS_MAX_PIXELS = 1 << 18
+_RGB_TO_XYZN_F32 = _RGB_TO_XYZN.astype(np.float32).tolist()
+_XYZN_TO_RGB_F32 = _XYZN_TO_RGB.astype(np.float32).tolist()
+
+
 def _as_tensor(values: Tensor | np.ndarray) -> Tensor:
     if isinstance(values, Tensor):
         return values.detach().to("cpu", torch.float32)
     return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
 
 
+def _mat3(matrix: list[list[float]], planes: Tensor) -> Tensor:
+    """``matrix @ planes`` for ``[3, n]`` planes as three sums of products: the same arithmetic as a
+    3x3 matrix product, without a BLAS call, whose worker threads spin between calls and, on a busy
+    CPU, slowed each block 10x."""
+    out = torch.empty_like(planes)
+    for row, (c0, c1, c2) in enumerate(matrix):
+        torch.mul(planes[0], c0, out=out[row]).add_(planes[1], alpha=c1).add_(planes[2], alpha=c2)
+    return out
+
+
+def _rgb_to_lab_planes(rgb: Tensor) -> Tensor:
+    """``[3, n]`` RGB planes (float32) to ``[3, n]`` Lab planes: the exact CIE formulas."""
+    low = rgb <= 0.04045
+    linear = rgb.clamp(min=0.0).add_(0.055).div_(1.055).pow_(2.4)
+    linear = torch.where(low, rgb / 12.92, linear, out=linear)
+    xyz = _mat3(_RGB_TO_XYZN_F32, linear)
+    high = xyz > _EPSILON
+    f = torch.where(high, xyz.clamp(min=_EPSILON).pow_(1.0 / 3.0), (_KAPPA * xyz).add_(16.0).div_(116.0))
+    lab = torch.empty_like(f)
+    torch.sub(f[0], f[1], out=lab[1]).mul_(500.0)
+    torch.sub(f[1], f[2], out=lab[2]).mul_(200.0)
+    torch.mul(f[1], 116.0, out=lab[0]).sub_(16.0)
+    return lab
+
+
+def _lab_to_rgb_planes(lab: Tensor) -> Tensor:
+    """``[3, n]`` Lab planes to ``[3, n]`` RGB planes in [0, 1] (out-of-gamut colours clipped)."""
+    fy = (lab[0] + 16.0).div_(116.0)
+    f = torch.stack([fy + lab[1] / 500.0, fy, fy - lab[2] / 200.0])
+    cube = f * f * f
+    xyz = torch.where(cube > _EPSILON, cube, (116.0 * f).sub_(16.0).div_(_KAPPA), out=cube)
+    linear = _mat3(_XYZN_TO_RGB_F32, xyz).clamp_(0.0, 1.0)
+    low = linear <= 0.0031308
+    rgb = torch.where(low, 12.92 * linear, linear.pow(1.0 / 2.4).mul_(1.055).sub_(0.055))
+    return rgb.clamp_(0.0, 1.0)
+
+
+def _blockwise(values: Tensor, convert: Callable[[Tensor], Tensor]) -> Tensor:
+    """Apply a ``[3, n] -> [3, n]`` conversion to ``[..., 3]`` values block by block (float32)."""
+    flat = values.reshape(-1, 3)
+    out = torch.empty(flat.shape, dtype=torch.float32)
+    for i in range(0, flat.shape[0], _BLOCK_PIXELS):
+        block = flat[i:i + _BLOCK_PIXELS].t().contiguous()
+        out[i:i + _BLOCK_PIXELS] = convert(block).t()
+    return out.reshape(values.shape)
+
+
 def rgb_to_lab(frames: Tensor | np.ndarray) -> np.ndarray:
     """RGB float in [0, 1] (``[..., 3]``) to CIELAB (D65): L in [0, 100], a/b about [-128, 127].
 
-    Exact CIE formulas (sRGB companding, XYZ, cube root with the linear toe), float32.
+    Exact CIE formulas (sRGB companding, XYZ, cube root with the linear toe), float32, computed in
+    cache-sized blocks of pixels.
     """
-    rgb = _as_tensor(frames)
-    linear = torch.where(rgb <= 0.04045, rgb / 12.92, ((rgb.clamp(min=0.0) + 0.055) / 1.055) ** 2.4)
-    xyz = linear @ torch.from_numpy(_RGB_TO_XYZN.T.astype(np.float32))
-    f = torch.where(xyz > _EPSILON, xyz.clamp(min=_EPSILON) ** (1.0 / 3.0), (_KAPPA * xyz + 16.0) / 116.0)
-    lab = torch.stack([116.0 * f[..., 1] - 16.0, 500.0 * (f[..., 0] - f[..., 1]), 200.0 * (f[..., 1] - f[..., 2])],
-                      dim=-1)
-    return lab.numpy()
+    return _blockwise(_as_tensor(frames), _rgb_to_lab_planes).numpy()
 
 
 def lab_to_rgb(frames: Tensor | np.ndarray) -> np.ndarray:
     """Inverse of :func:`rgb_to_lab`, clipped to [0, 1] (out-of-gamut colours are clipped)."""
-    lab = _as_tensor(frames)
-    fy = (lab[..., 0] + 16.0) / 116.0
-    f = torch.stack([fy + lab[..., 1] / 500.0, fy, fy - lab[..., 2] / 200.0], dim=-1)
-    cube = f ** 3
-    xyz = torch.where(cube > _EPSILON, cube, (116.0 * f - 16.0) / _KAPPA)
-    linear = (xyz @ torch.from_numpy(_XYZN_TO_RGB.T.astype(np.float32))).clamp(0.0, 1.0)
-    rgb = torch.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear ** (1.0 / 2.4) - 0.055)
-    return rgb.clamp(0.0, 1.0).numpy()
+    return _blockwise(_as_tensor(frames), _lab_to_rgb_planes).numpy()
 
 
-def _to_numpy(frames: Tensor | np.ndarray, name: str) -> np.ndarray:
-    if isinstance(frames, Tensor):
-        frames = frames.detach().to("cpu", torch.float32).numpy()
-    array = np.asarray(frames)
-    if array.ndim != 4 or array.shape[-1] != 3:
-        raise ValueError(f"{name}: must be [T, H, W, 3] RGB frames, got shape {tuple(array.shape)}")
-    if array.dtype == np.uint8:
-        return array.astype(np.float32) / 255.0
-    array = array.astype(np.float32, copy=False)
-    if not np.isfinite(array).all():
+def _to_float_frames(frames: Tensor | np.ndarray, name: str) -> Tensor:
+    """``[T, H, W, 3]`` frames (float in [0, 1] or uint8; tensor or array) as a float32 CPU tensor."""
+    if not isinstance(frames, Tensor):
+        frames = torch.from_numpy(np.ascontiguousarray(frames))
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"{name}: must be [T, H, W, 3] RGB frames, got shape {tuple(frames.shape)}")
+    frames = frames.detach().to("cpu")
+    if frames.dtype == torch.uint8:
+        return frames.to(torch.float32) / 255.0
+    frames = frames.to(torch.float32)
+    if not torch.isfinite(frames).all():
         raise ValueError(f"{name}: holds NaN or inf values; colour statistics need finite frames")
-    return array
+    return frames
 
 
-def lab_statistics(frames: Tensor | np.ndarray, name: str = "frames") -> LabStats:
-    """:class:`LabStats` of ``[T, H, W, 3]`` RGB frames (float in [0, 1] or uint8)."""
-    lab = rgb_to_lab(_to_numpy(frames, name)).reshape(-1, 3).astype(np.float64)
-    return LabStats(tuple(lab.mean(0).tolist()), tuple(lab.std(0).tolist()))
+def _sample_pixels(frames: Tensor, max_pixels: int | None) -> Tensor:
+    """``[n, 3]`` pixels of the frames: all of them, or every k-th (one fixed, deterministic sample)
+    so that at most ``max_pixels`` remain. The stride runs over the flattened frames, so with a
+    stride that does not divide the width the sample is a sheared lattice that covers every column."""
+    flat = frames.reshape(-1, 3)
+    if max_pixels is None or flat.shape[0] <= max_pixels:
+        return flat
+    stride = -(-flat.shape[0] // max_pixels)
+    if frames.shape[2] % stride == 0:
+        stride += 1  # avoid sampling the same columns in every row
+    return flat[::stride]
+
+
+def lab_statistics(frames: Tensor | np.ndarray, name: str = "frames",
+                   max_pixels: int | None = None) -> LabStats:
+    """:class:`LabStats` of ``[T, H, W, 3]`` RGB frames (float in [0, 1] or uint8).
+
+    ``max_pixels``: compute them on a fixed strided sample of at most this many pixels (None: all).
+    """
+    pixels = _sample_pixels(_to_float_frames(frames, name), max_pixels)
+    lab = _blockwise(pixels, _rgb_to_lab_planes).to(torch.float64)  # float64 sums over many pixels
+    return LabStats(tuple(lab.mean(0).tolist()), tuple(lab.std(0, correction=0).tolist()))
+
+
+def _lab_map(source: LabStats, target: LabStats, max_gain: float) -> tuple[Tensor, Tensor]:
+    """Per-channel ``gain`` and ``offset`` (float32) of ``lab' = lab * gain + offset``."""
+    if not max_gain >= 1.0:
+        raise ValueError(f"max_gain: must be >= 1, got {max_gain!r}")
+    src_mean, dst_mean = np.asarray(source.mean), np.asarray(target.mean)
+    src_std, dst_std = np.asarray(source.std), np.asarray(target.std)
+    gain = np.where(src_std > _MIN_STD, dst_std / np.maximum(src_std, _MIN_STD), 1.0)
+    gain = np.clip(gain, 1.0 / max_gain, max_gain)
+    offset = dst_mean - src_mean * gain  # in float64, rounded once to float32
+    return (torch.from_numpy(gain.astype(np.float32)).reshape(3, 1),
+            torch.from_numpy(offset.astype(np.float32)).reshape(3, 1))
+
+
+def _match_tensor(frames: Tensor, gain: Tensor, offset: Tensor) -> Tensor:
+    """RGB -> Lab -> affine map -> RGB of every pixel, block by block (no whole-video Lab copy)."""
+    return _blockwise(frames, lambda rgb: _lab_to_rgb_planes(_rgb_to_lab_planes(rgb).mul_(gain).add_(offset)))
 
 
 def match_lab_statistics(frames: Tensor | np.ndarray, source: LabStats, target: LabStats,
@@ -134,17 +219,11 @@ def match_lab_statistics(frames: Tensor | np.ndarray, source: LabStats, target: 
     """Apply the per-channel Lab map taking ``source`` statistics to ``target`` to ``frames``.
 
     ``lab' = (lab - source.mean) * gain + target.mean`` with ``gain = target.std / source.std``
-    limited to ``[1 / max_gain, max_gain]`` (1 for a flat channel). Returns RGB float32 in [0, 1].
+    limited to ``[1 / max_gain, max_gain]`` (1 for a flat channel), applied to every pixel as
+    ``lab * gain + offset`` in float32. Returns RGB float32 in [0, 1].
     """
-    if not max_gain >= 1.0:
-        raise ValueError(f"max_gain: must be >= 1, got {max_gain!r}")
-    lab = rgb_to_lab(_to_numpy(frames, "frames"))
-    src_mean, dst_mean = np.asarray(source.mean), np.asarray(target.mean)
-    src_std, dst_std = np.asarray(source.std), np.asarray(target.std)
-    gain = np.where(src_std > _MIN_STD, dst_std / np.maximum(src_std, _MIN_STD), 1.0)
-    gain = np.clip(gain, 1.0 / max_gain, max_gain)
-    mapped = (lab - src_mean) * gain + dst_mean
-    return lab_to_rgb(mapped.astype(np.float32))
+    gain, offset = _lab_map(source, target, max_gain)
+    return _match_tensor(_to_float_frames(frames, "frames"), gain, offset).numpy()
 
 
 def match_chunk_color(
@@ -197,12 +276,15 @@ def match_chunk_color(
                 f"chunk_sampler: color_match='overlap' measures the drift on the chunk's re-generated frames "
                 f"0..{num_cond - 1}, but they equal the conditioning frames; decode and return the "
                 "re-generated frames instead of the known ones")
-        source, target = lab_statistics(regenerated, "chunk"), lab_statistics(known, "cond_frames")
+        source = lab_statistics(regenerated, "chunk", _STATS_MAX_PIXELS)
+        target = lab_statistics(known, "cond_frames", _STATS_MAX_PIXELS)
     else:
         if reference is None:
             raise ValueError("reference: color_match='anchor' needs the anchor chunk's lab_statistics")
-        source, target = lab_statistics(new, "chunk"), reference
-    out[num_cond:] = torch.from_numpy(match_lab_statistics(new, source, target, max_gain))
+        source, target = lab_statistics(new, "chunk", _STATS_MAX_PIXELS), reference
+    _to_float_frames(new, "chunk")  # the NaN/inf check of the frames the map is applied to
+    gain, offset = _lab_map(source, target, max_gain)
+    out[num_cond:] = _match_tensor(new, gain, offset)
     return out
 
 
@@ -227,7 +309,7 @@ def color_matched_sampler(
     if mode == "anchor":
         if reference_frames is None:
             raise ValueError("reference_frames: color_match='anchor' needs the first chunk's frames")
-        reference = lab_statistics(reference_frames, "reference_frames")
+        reference = lab_statistics(reference_frames, "reference_frames", _STATS_MAX_PIXELS)
 
     def sampler(index: int, cond_frames: Tensor, anchor: Tensor, seed: int) -> Tensor:
         chunk = chunk_sampler(index, cond_frames, anchor, seed)

@@ -179,7 +179,15 @@ def frames_to_uint8(frames: torch.Tensor) -> torch.Tensor:
     _check_frames("frames", frames)
     if frames.dtype == torch.uint8:
         return frames
-    return (frames.detach().float().clamp(0.0, 1.0) * 255.0).round_().to(torch.uint8)
+    frames = frames.detach()
+    out = torch.empty(frames.shape, dtype=torch.uint8, device=frames.device)
+    # A few frames (4M values) at a time, in place: one float32 temporary of 16 MB instead of
+    # three float32 copies of the whole video; the rounded values are whole numbers, so the copy into
+    # uint8 is exact.
+    step = max(1, (1 << 22) // max(1, frames[0].numel()))
+    for i in range(0, frames.shape[0], step):
+        out[i:i + step].copy_(frames[i:i + step].float().clamp(0.0, 1.0).mul_(255.0).round_())
+    return out
 
 
 def uint8_to_frames(frames: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -132,3 +132,54 @@ def test_the_wrapped_sampler_is_a_pure_function_of_its_inputs():
     wrapped = color_matched_sampler(DriftingChunkSampler(truth, DRIFT, noise=0.01), "overlap")
     cond = torch.from_numpy(truth[8:16])
     assert torch.equal(wrapped(1, cond, cond[0], 5), wrapped(1, cond, cond[0], 5))
+
+
+def reference_rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+    """The CIE formulas in float64, whole-array numpy: the reference the fast float32 path is held to."""
+    from streamingt2v_core.color import _EPSILON, _KAPPA, _RGB_TO_XYZN
+
+    rgb = rgb.astype(np.float64)
+    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((np.maximum(rgb, 0) + 0.055) / 1.055) ** 2.4)
+    xyz = linear @ _RGB_TO_XYZN.T
+    f = np.where(xyz > _EPSILON, np.cbrt(np.maximum(xyz, _EPSILON)), (_KAPPA * xyz + 16) / 116)
+    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
+
+
+def test_float32_blockwise_conversions_agree_with_a_float64_reference(monkeypatch):
+    import streamingt2v_core.color as color
+
+    g = np.random.default_rng(0)
+    rgb = np.concatenate([g.random((3, 37, 41, 3)), np.full((1, 37, 41, 3), [0.0, 0.04045, 1.0])]).astype(np.float32)
+    lab64 = reference_rgb_to_lab(rgb)
+    monkeypatch.setattr(color, "_BLOCK_PIXELS", 1000)  # many blocks, one partial
+    lab = rgb_to_lab(rgb)
+    assert lab.dtype == np.float32 and np.abs(lab - lab64).max() < 2e-3  # Lab units; delta E 1 is visible
+    np.testing.assert_allclose(lab_to_rgb(lab64.astype(np.float32)), rgb, atol=2e-5)
+    # block boundaries only move which values go through torch's vectorised or scalar pow (last-bit
+    # differences); a fixed block size gives the same bytes run to run (tested below)
+    monkeypatch.setattr(color, "_BLOCK_PIXELS", 1 << 18)
+    assert np.abs(rgb_to_lab(rgb) - lab).max() < 1e-4
+
+
+def test_statistics_on_a_strided_sample_agree_with_all_pixels():
+    # one 832x480 frame of a textured pan (400k pixels); the correction samples at most 2^18 of a chunk's
+    truth = loop_pan_video(1, 480, 832, shift=1, seed=4).astype(np.float32) / 255
+    full = lab_statistics(truth)
+    sampled = lab_statistics(truth, max_pixels=1 << 16)  # every 7th pixel
+    assert np.abs(np.subtract(full.mean, sampled.mean)).max() < 0.1  # Lab units
+    assert np.abs(np.subtract(full.std, sampled.std)).max() < 0.1
+    lab = reference_rgb_to_lab(truth).reshape(-1, 3)
+    np.testing.assert_allclose(full.mean, lab.mean(0), atol=2e-3)
+    np.testing.assert_allclose(full.std, lab.std(0), atol=2e-3)
+    assert lab_statistics(truth, max_pixels=1 << 20) == full  # few enough pixels: all of them
+
+
+def test_the_correction_applies_to_every_pixel_and_is_the_same_bytes_each_run():
+    g = torch.Generator().manual_seed(1)
+    chunk = torch.rand(12, 100, 90, 3, generator=g) * 0.6 + 0.2
+    cond = chunk[:8] * 0.9 + 0.05
+    first = match_chunk_color(chunk, "overlap", cond_frames=cond)
+    assert torch.equal(first, match_chunk_color(chunk, "overlap", cond_frames=cond))
+    stats = lab_statistics(chunk[:8]), lab_statistics(cond)
+    expected = match_lab_statistics(chunk[8:], *stats)  # the map on every pixel, statistics of all pixels
+    assert np.abs(first[8:].numpy() - expected).max() < 1e-3

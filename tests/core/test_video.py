@@ -59,6 +59,16 @@ def test_uint8_round_trip_error_is_half_a_level():
     assert (back - frames).abs().max() <= 0.5 / 255 + 1e-6
 
 
+def test_uint8_conversion_in_blocks_of_frames_is_the_whole_video_formula():
+    # 3 frames of 1.2M values: blocks of 3 frames, then a partial block; out-of-range values clamp
+    frames = torch.rand(7, 480, 832, 3, generator=torch.Generator().manual_seed(0)) * 1.2 - 0.1
+    frames[0, 0, :4, 0] = torch.tensor([0.5 / 255, 1.5 / 255, 254.5 / 255, 2.0])  # halves round to even
+    expected = (frames.clamp(0, 1) * 255).round().to(torch.uint8)
+    assert torch.equal(video.frames_to_uint8(frames), expected)
+    half = frames[:2].half()
+    assert torch.equal(video.frames_to_uint8(half), (half.float().clamp(0, 1) * 255).round().to(torch.uint8))
+
+
 def test_frame_chunks_cover_every_frame_once():
     ranges = list(video.frame_chunks(10, 4))
     assert ranges == [(0, 4), (4, 8), (8, 10)]
