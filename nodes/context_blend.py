@@ -127,6 +127,25 @@ def _check_concat_frames(concat, x_in: torch.Tensor, dim: int) -> None:
             f"the video's frame count)")
 
 
+# Per-frame model conditionings with more axes than the latent, and where their frame axis sits relative to the
+# latent's: Wan VACE's ``vace_context`` is [B, N, 96, T, H, W] (N control videos stacked on axis 1 by the host's
+# ``WAN21.extra_conds``), one axis more than the latent [B, 16, T, H, W]. The host's own handler (0.3.75) slices
+# only tensors whose frame count sits at the latent's frame axis, so it passes the whole video's VACE frames to
+# every window and the model fails on the size mismatch. ``vace_strength`` is per control video, not per frame.
+_EXTRA_FRAME_AXES = {"vace_context": 1}
+
+
+def _frame_axis(key, t, x_in: torch.Tensor, dim: int) -> int | None:
+    """The axis to cut per window if ``t`` is per-frame conditioning of ``x_in``, else None."""
+    if not isinstance(t, torch.Tensor):
+        return None
+    extra = _EXTRA_FRAME_AXES.get(key, 0)
+    axis = dim + extra
+    if t.ndim == x_in.ndim + extra and t.size(axis) == x_in.size(dim):
+        return axis
+    return None
+
+
 class RandomizedBlendContextHandler(cw.IndexListContextHandler):
     """Host context handler: refiner chunk plan + x0 fuse with randomized/linear/none blending.
 
@@ -200,18 +219,18 @@ class RandomizedBlendContextHandler(cw.IndexListContextHandler):
         Stricter than the host's rule (any tensor whose size on ``dim`` equals the frame count):
         only tensors shaped like the latent (same number of dims, same frame count on ``dim``)
         are sliced, so a text embedding of 1024 features is never mistaken for 1024 frames.
+        Wan VACE's ``vace_context`` has one axis more and is cut on its own frame axis.
         """
         if cond_in is None:
             return None
-        frames = x_in.size(self.dim)
 
-        def is_per_frame(t) -> bool:
-            return isinstance(t, torch.Tensor) and t.ndim == x_in.ndim and t.size(self.dim) == frames
+        def is_per_frame(t, key=None) -> bool:
+            return _frame_axis(key, t, x_in, self.dim) is not None
 
         start, length = window.index_list[0], len(window.index_list)  # our windows are contiguous
 
-        def cut(t: torch.Tensor) -> torch.Tensor:
-            t = t.narrow(self.dim, start, length)
+        def cut(t: torch.Tensor, key=None) -> torch.Tensor:
+            t = t.narrow(_frame_axis(key, t, x_in, self.dim), start, length)
             return t.to(device) if device is not None else t
 
         resized = []
@@ -225,10 +244,10 @@ class RandomizedBlendContextHandler(cw.IndexListContextHandler):
                 elif isinstance(item, dict):
                     sub = item.copy()
                     for k, v in item.items():
-                        if is_per_frame(v):
-                            sub[k] = cut(v)
-                        elif is_per_frame(getattr(v, "cond", None)):
-                            sub[k] = v._copy_with(cut(v.cond))
+                        if is_per_frame(v, k):
+                            sub[k] = cut(v, k)
+                        elif is_per_frame(getattr(v, "cond", None), k):
+                            sub[k] = v._copy_with(cut(v.cond, k))
                         elif k == "c_concat":
                             _check_concat_frames(getattr(v, "cond", v), x_in, self.dim)
                     new[key] = sub
@@ -238,18 +257,16 @@ class RandomizedBlendContextHandler(cw.IndexListContextHandler):
     def conds_are_shared(self, conds, x_in) -> bool:
         """True when no conditioning is per frame (and there is no ControlNet): every window then
         gets the same conditioning, so windows can share a model call."""
-        frames = x_in.size(self.dim)
 
-        def per_frame(t) -> bool:
-            t = getattr(t, "cond", t)
-            return isinstance(t, torch.Tensor) and t.ndim == x_in.ndim and t.size(self.dim) == frames
+        def per_frame(t, key=None) -> bool:
+            return _frame_axis(key, getattr(t, "cond", t), x_in, self.dim) is not None
 
         for cond in conds:
             for entry in cond or []:
                 for key, item in entry.items():
                     if key == "control" or per_frame(item):
                         return False
-                    if isinstance(item, dict) and any(per_frame(v) for v in item.values()):
+                    if isinstance(item, dict) and any(per_frame(v, k) for k, v in item.items()):
                         return False
         return True
 
