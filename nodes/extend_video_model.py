@@ -294,13 +294,19 @@ class ExtendVideoModelNode(io.ComfyNode):
                                  f"it are made without control (grey, as WanVaceToVideo pads)")
         chunk_positives, chunk_prompts = None, None
         if schedule:
-            encoded = [encode_text(clip, p) for _, p in schedule]
+            # As Extend: only the entries some sampled chunk uses are encoded, each once (chunk 0 is the given
+            # first chunk); a schedule of thousands of entries over a short video encodes a few.
+            encoded: dict[int, list] = {}
             chunk_positives, chunk_prompts = [], []
             for spec in plan.chunks:
                 i = scheduled_prompt_index(schedule, spec.new_range[0])
-                chunk_positives.append(positive if i is None else encoded[i])
+                if i is not None and spec.index > 0 and i not in encoded:
+                    encoded[i] = encode_text(clip, schedule[i][1])
+                chunk_positives.append(positive if i is None or spec.index == 0 else encoded[i])
                 chunk_prompts.append(text if i is None else schedule[i][1])
-            notes.append("prompt schedule: " + "; ".join(f"{f}: {p}" for f, p in schedule))
+            used = "; ".join(f"{schedule[i][0]}: {schedule[i][1]}" for i in sorted(encoded)) or "no entry is used"
+            notes.append(f"prompt schedule: {used}"
+                         + (f" (the entries chunks use, of {len(schedule)})" if len(encoded) < len(schedule) else ""))
         notes.append(f"method {method} ({info.family}): chunks of {chunk_frames} frames continuing the last "
                      f"{context_frames}, {chunk_frames - context_frames} new frames each")
         job = VideoModelJob(model=model, vae=vae, positive=positive, negative=negative, anchor_embeds=None,
@@ -319,9 +325,10 @@ class ExtendVideoModelNode(io.ComfyNode):
         text_out = _info_text(result, total_frames, width, height, n0, notes)
         reports = [r for r in result.reports if r.index > 0]
         ui = {"streamingt2v_run": [{"name": run.name, "folder": run.folder, "sources": [r.source for r in reports],
-                                    "seeds": [str(r.seed) for r in reports]}]}
+                                    "seeds": [str(r.seed) for r in reports], "ref": result.run_ref}]}
         frames = result.frames.to(comfy.model_management.intermediate_device())
-        return io.NodeOutput(frames, text_out, run.name, ui=ui)
+        # '<run>@<timeline id>', as Extend: a Load Run wired to it loads exactly this video (issue 23)
+        return io.NodeOutput(frames, text_out, result.run_ref or run.name, ui=ui)
 
 
 NODES: list[type[io.ComfyNode]] = [ExtendVideoModelNode]

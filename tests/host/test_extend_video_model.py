@@ -204,7 +204,9 @@ def test_resume_reroll_regenerate_tamper_and_load_run(comfy_host, wan, monkeypat
     name = f"vm-store-{uuid.uuid4().hex[:8]}"
     first = frames(9, 9)
     video, info, run_name = extend(comfy_host, wan["vace"], wan["vae"], first, total_frames=21, run_name=name)
-    assert counter.count == 3 and run_name == name and video.shape == (21, SIZE, SIZE, 3)
+    # the run output names this exact video: '<run>@<timeline id>' (issue 23), as Extend's
+    assert counter.count == 3 and run_name.split("@")[0] == name and "@" in run_name
+    assert video.shape == (21, SIZE, SIZE, 3)
     assert torch.equal(video[:9], first)
     run = runs.run_store().open(name)
     timeline = run.manifest().timeline_records()
@@ -241,10 +243,14 @@ def test_resume_reroll_regenerate_tamper_and_load_run(comfy_host, wan, monkeypat
     assert counter.count == n + 1 and torch.equal(regen[0][:17], reroll[0][:17])
     assert "kept as stored (regenerate_from)" in regen[1]
 
-    # Load Run reads what the run now holds.
-    loaded = comfy_host.node_class("StreamingT2VLoadRun").execute(run_name=name, fps=8.0,
-                                                                   frames_output="whole video").result
+    # Load Run reads what the run now holds; wired to a node's run output it reads exactly that node's video,
+    # the first one too (its chunks stay beside the re-rolled ones).
+    load = comfy_host.node_class("StreamingT2VLoadRun")
+    loaded = load.execute(run_name=name, fps=8.0, frames_output="whole video").result
     assert torch.allclose(loaded[0].float(), regen[0], atol=0.5 / 255 + 1e-6)
+    for ref, expected in ((regen[2], regen[0]), (run_name, video)):
+        loaded = load.execute(run_name=ref, fps=8.0, frames_output="whole video").result
+        assert torch.allclose(loaded[0].float(), expected, atol=0.5 / 255 + 1e-6), ref
 
 
 def test_frames_output_last_frames_and_color_match_modes(comfy_host, wan, monkeypatch):

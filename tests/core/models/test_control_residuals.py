@@ -58,7 +58,10 @@ class UpPathInputs:
         self.handles = [block.register_forward_pre_hook(self._hook) for block in unet.up_blocks]
 
     def _hook(self, module, args):
-        self.hidden.append(args[0].clone())
+        # The UNet hands an up block its input in a one-item list that the block empties (so the caller does not
+        # hold it while the block runs); a bare tensor is accepted too.
+        hidden = args[0][0] if isinstance(args[0], list) else args[0]
+        self.hidden.append(hidden.clone())
         self.block_skips.append([s.clone() for s in args[1]])
 
     @property
