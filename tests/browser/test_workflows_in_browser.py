@@ -282,13 +282,7 @@ def _live_layout_problems(page, workflow: Path, object_info: dict) -> tuple[list
     return problems, live
 
 
-# Known (see tests/host/test_workflows.py): the refined workflow is under the 5 % zoom margin.
-LAYOUT_NOT_YET_READABLE = {"text_to_long_video_refined.json"}
-
-
-@pytest.mark.parametrize("workflow", [
-    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="layout not yet redone for the 5 % zoom margin"))
-    if p.name in LAYOUT_NOT_YET_READABLE else p for p in WORKFLOW_FILES], ids=[p.stem for p in WORKFLOW_FILES])
+@pytest.mark.parametrize("workflow", WORKFLOW_FILES, ids=[p.stem for p in WORKFLOW_FILES])
 def test_workflow_reads_at_a_glance(ui, object_info, screenshot_dir, workflow: Path):
     """In a 1600x1000 window the whole graph fits at a zoom the frontend draws in full detail, and
     the layout the editor draws is clean; the screenshot is what the artist sees on opening it."""

@@ -111,14 +111,7 @@ def test_workflow_executes_in_the_host(name, object_info, host_weights, comfy_ho
                 assert bool(value.isfinite().all()), f"{name}: node {node_id} produced non-finite values"
 
 
-# Known, not hidden: the refined workflow fits at zoom 0.574, under the 5 % margin the layout check now wants above
-# the low-detail threshold; its layout has to be redone (issue 24). The other workflows pass.
-LAYOUT_NOT_YET_READABLE = {"text_to_long_video_refined.json"}
-
-
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="layout not yet redone for the 5 % zoom margin"))
-    if n in LAYOUT_NOT_YET_READABLE else n for n in WORKFLOW_FILES])
+@pytest.mark.parametrize("name", WORKFLOW_FILES)
 def test_workflow_reads_at_a_glance(name, object_info):
     """No overlapping nodes, no group through a node, no link under a node, fan-out links in order,
     and the whole graph fits a 1600x1000 window above the frontend's low-detail zoom."""
@@ -139,15 +132,7 @@ EXTEND_AFTER_RUN_HEIGHT = 838
 AFTER_RUN_HEIGHT = {"StreamingT2VExtend": EXTEND_AFTER_RUN_HEIGHT, "StreamingT2VInitialChunk": 602}
 
 
-# The refined workflow has no room yet for a 1040 px Extend (title included) inside the 1292 px
-# the whole graph may be tall: every link into Refine (VAE, both prompts, the refiner UNet) has to
-# pass above Extend, and the left columns cannot hold those sources that high. Known, not hidden.
-EXTEND_NOT_YET_SIZED = {"text_to_long_video_refined.json"}
-
-
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="Extend not yet sized for after a run (no room in the layout)"))
-    if n in EXTEND_NOT_YET_SIZED else n for n in WORKFLOW_FILES])
+@pytest.mark.parametrize("name", WORKFLOW_FILES)
 def test_extend_nodes_are_sized_for_after_a_run(name):
     wf = json.loads((WORKFLOWS_DIR / name).read_text())
     for node in wf["nodes"]:
