@@ -397,3 +397,68 @@ def _sd_vae(comfy_host):
             return None
 
     return SDVae()
+
+
+# ----------------------------------------------------------------------------------------------- chunk digest
+def test_a_chunks_digest_covers_every_input_it_depends_on(comfy_host, wan):
+    """Each input a chunk of Extend (video model) depends on changes its digest (so a changed input is sampled
+    again, never reused), and what it does not depend on leaves it alone. No sampling: the digest is computed as
+    ExtensionRun computes it, from the job's settings, the chunk seed and the uint8 context frames."""
+    import copy
+
+    evm = pack_module(comfy_host, "extend_video_model")
+    digests = pack_module(comfy_host, "extend_digests")
+    vc = pack_module(comfy_host, "video_continuation")
+    from streamingt2v_core.sampling.plans import extension_plan
+    from streamingt2v_core.video import frames_to_uint8
+
+    pos, neg = conds()
+    control = frames(40, 11)
+
+    def job(**kw):
+        model, vae = kw.pop("model", wan["vace"]), kw.pop("vae", wan["vae"])
+        chunk, context = kw.pop("chunk_frames", CHUNK), kw.pop("context_frames", CONTEXT)
+        args = dict(model=model, vae=vae, positive=pos, negative=neg, anchor_embeds=None, grey_embeds=None,
+                    steps=2, cfg=3.0, sampler_name="euler", scheduler="simple", width=SIZE, height=SIZE,
+                    chunk_frames=chunk, cond_frames=context, method="vace", info=vc.video_model(model, vae),
+                    anchor=frames(1, 12), control=control, vace_strength=1.0,
+                    plan=extension_plan(21, first_chunk=9, chunk=chunk, cond_frames=context))
+        args.update(kw)
+        return evm.VideoModelJob(**args)
+
+    context_u8 = frames_to_uint8(frames(CONTEXT, 13))
+
+    def chunk_digest(j, seed=7, index=1, cond=context_u8):
+        return digests.chunk_digest(digests.chunk_settings(j, index), seed, cond)
+
+    base = chunk_digest(job())
+    assert chunk_digest(job()) == base  # the same inputs: the same digest (reuse)
+    other_vae = copy.deepcopy(wan["vae"])
+    with torch.no_grad():
+        next(other_vae.first_stage_model.parameters()).view(-1)[0] += 0.5
+    changed = {
+        "seed": chunk_digest(job(), seed=8),
+        "context frames": chunk_digest(job(), cond=frames_to_uint8(frames(CONTEXT, 14))),
+        "steps": chunk_digest(job(steps=3)),
+        "cfg": chunk_digest(job(cfg=3.5)),
+        "sampler": chunk_digest(job(sampler_name="uni_pc")),
+        "scheduler": chunk_digest(job(scheduler="normal")),
+        "positive": chunk_digest(job(positive=conds(1)[0])),
+        "negative": chunk_digest(job(negative=conds(2)[0])),
+        "vae": chunk_digest(job(vae=other_vae)),
+        "model": chunk_digest(job(model=wan["t2v"], method="inpaint", anchor=None, control=None)),
+        "method": chunk_digest(job(method="inpaint", anchor=None, control=None)),
+        "chunk_frames": chunk_digest(job(chunk_frames=13)),
+        "context_frames": chunk_digest(job(context_frames=1), cond=context_u8[-1:]),
+        "vace_strength": chunk_digest(job(vace_strength=0.5)),
+        "anchor": chunk_digest(job(anchor=frames(1, 15))),
+        "color_match": chunk_digest(job(color_match="overlap")),
+    }
+    same = [name for name, d in changed.items() if d == base]
+    assert same == [], f"the digest ignores {same}"
+    # control_video: chunk 1's own range (frames 9..12) steers it; control frames elsewhere do not.
+    inside, outside = control.clone(), control.clone()
+    inside[10] = 1 - inside[10]
+    outside[30] = 1 - outside[30]
+    assert chunk_digest(job(control=inside)) != base
+    assert chunk_digest(job(control=outside)) == base
