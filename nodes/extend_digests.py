@@ -17,6 +17,7 @@ chunks then sit next to the old ones in the same folder.
 """
 from __future__ import annotations
 
+import enum
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,6 +71,13 @@ def _update_value(h: "hashlib._Hash", value: Any, sample: bool = False) -> None:
             _update_value(h, v, sample)
     elif isinstance(value, (int, float, str, bool)) or value is None:
         h.update(repr(value).encode())
+    elif isinstance(value, (torch.dtype, torch.device, enum.Enum)):
+        # Stable across processes (an id would not be: a host model's unet_config holds its dtype, and a restarted
+        # server then re-sampled every stored chunk of Extend (video model)).
+        h.update(repr(value).encode())
+    elif isinstance(value, type) or (callable(value) and "<" not in getattr(value, "__qualname__", "<")):
+        # A class or a module-level function (the host's ops classes, a scheduler function): its dotted name.
+        h.update(f"{getattr(value, '__module__', '')}.{value.__qualname__}".encode())
     else:
         # Opaque host objects (hooks, control nets...): their identity is all we can use (a new process makes
         # them anew, so such chunks are sampled again rather than wrongly reused).

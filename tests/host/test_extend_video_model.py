@@ -462,3 +462,16 @@ def test_a_chunks_digest_covers_every_input_it_depends_on(comfy_host, wan):
     outside[30] = 1 - outside[30]
     assert chunk_digest(job(control=inside)) != base
     assert chunk_digest(job(control=outside)) == base
+
+
+def test_digests_of_dtypes_and_classes_are_the_same_in_every_process(comfy_host):
+    """A host model's unet_config holds its dtype: hashed by id(), it differed in a restarted server, so every
+    stored chunk was sampled again after a SIGKILL. Dtypes, devices and classes digest by name, computed here
+    by hand (no id in it)."""
+    import hashlib
+
+    digests = pack_module(comfy_host, "extend_digests")
+    h = hashlib.sha256()
+    for part in (b"'dtype'", b"torch.float16", b"'ops'", b"torch.nn.modules.linear.Linear"):
+        h.update(part)
+    assert digests.digest({"dtype": torch.float16, "ops": torch.nn.Linear}) == h.hexdigest()

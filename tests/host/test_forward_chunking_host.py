@@ -107,4 +107,6 @@ def test_torch_compile_node_on_a_chunked_refiner_matches_eager_unchunked(comfy_h
     stats = torch._dynamo.utils.counters
     assert stats["stats"]["unique_graphs"] >= 1, "the compiled module never ran"
     assert not stats["graph_break"], dict(stats["graph_break"])
-    torch.testing.assert_close(out, eager, rtol=1e-5, atol=1e-5)
+    # aot_eager decomposes GroupNorm, GEGLU and attention into primitives that round differently in fp32: measured
+    # up to 5e-5 on O(1) outputs after the sampler step; a wrong or missing piece moves outputs by O(1).
+    torch.testing.assert_close(out, eager, rtol=1e-4, atol=2e-4)
