@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import types
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,8 +76,9 @@ def _update_value(h: "hashlib._Hash", value: Any, sample: bool = False) -> None:
         # Stable across processes (an id would not be: a host model's unet_config holds its dtype, and a restarted
         # server then re-sampled every stored chunk of Extend (video model)).
         h.update(repr(value).encode())
-    elif isinstance(value, type) or (callable(value) and "<" not in getattr(value, "__qualname__", "<")):
-        # A class or a module-level function (the host's ops classes, a scheduler function): its dotted name.
+    elif isinstance(value, type) or (isinstance(value, types.FunctionType) and "<" not in value.__qualname__):
+        # A class or a plain module-level function (the host's ops classes, a scheduler function): its dotted name.
+        # Bound methods, partials, closures and lambdas carry state: they stay opaque (by identity, below).
         h.update(f"{getattr(value, '__module__', '')}.{value.__qualname__}".encode())
     else:
         # Opaque host objects (hooks, control nets...): their identity is all we can use (a new process makes
