@@ -39,7 +39,7 @@ import comfy.samplers
 from comfy_api.latest import io
 
 from streamingt2v_core.color import COLOR_MATCH_MODES, lab_statistics
-from streamingt2v_core.runs import ChunkCache, RunFolderError, RunStoreError
+from streamingt2v_core.runs import ChunkCache
 from streamingt2v_core.runs import memory as run_memory
 from streamingt2v_core.runs.memory import float_video_bytes, format_bytes, uint8_video_bytes
 from streamingt2v_core.sampling.extension import chunk_seed
@@ -51,7 +51,7 @@ from .controlnet import ChunkControls, check_conditioning_controls, with_control
 from .extend_digests import digest, model_fingerprint, run_identity
 from .extend_run import CHUNK_FRAMES, COND_FRAMES, ExtensionJob, ExtensionResult, ExtensionRun
 from .initial_chunk import VAE_SCALE, decode_video_latent, sample_video_latent
-from .runs import run_store
+from .runs import open_run
 from .validation import (check_anchor_embeddings, check_extend_inputs, check_prompt_schedule, check_sampled_latent,
                          long_prompt_note)
 
@@ -488,18 +488,8 @@ class ExtendNode(io.ComfyNode):
             hint = text or (schedule[0][1] if schedule else "") or "run"
             base = {"prompt": text, "width": int(width), "height": int(height), "first_chunk_frames": int(n0),
                     "created_by": "StreamingT2V Extend"}
-            store = run_store()
-            name = (run_name or "").strip()
-            try:
-                if name in ("", AUTO_RUN):
-                    run = store.open_auto(identity, hint, base, [height, width, 3])
-                else:
-                    run = store.open_or_create(name, identity, base, [height, width, 3])
-            except RunFolderError as err:
-                message = str(err)
-                raise ValueError(message if message.startswith("run_name") else f"run_name: {message}") from None
-            except RunStoreError as err:
-                raise ValueError(f"run_name: {err}; turn disk_cache off to extend in memory only") from None
+            run = open_run(run_name, identity, hint, base, [height, width, 3],
+                           store_advice="; turn disk_cache off to extend in memory only")
 
         anchor_image = first[:1] if anchor is None else anchor[:1, ..., :3].to(torch.float32)
         anchor_embeds, grey_embeds = anchor_embeddings(clip_vision, anchor_image)

@@ -26,7 +26,6 @@ import comfy.utils
 from comfy_api.latest import io
 
 from streamingt2v_core.color import COLOR_MATCH_MODES, lab_statistics
-from streamingt2v_core.runs import RunFolderError, RunStoreError
 from streamingt2v_core.runs import memory as run_memory
 from streamingt2v_core.runs.memory import float_video_bytes, format_bytes, uint8_video_bytes
 from streamingt2v_core.sampling.plans import ExtensionPlan, extension_plan
@@ -38,7 +37,7 @@ from .extend import (AUTO_RUN, CHUNK_CACHE, LAST_FRAMES, TAIL_FRAMES, WHOLE_VIDE
 from .extend_digests import (DIGEST_VERSION, conditioning_digest, digest, host_model_fingerprint, run_identity,
                              vae_fingerprint)
 from .extend_run import ExtensionJob, ExtensionRun
-from .runs import run_store
+from .runs import open_run
 from .validation import check_extend_inputs, check_image_batch, check_prompt_schedule, check_sampled_latent
 
 __all__ = ["VideoModelJob", "sample_video_model_chunk", "ExtendVideoModelNode", "NODES"]
@@ -271,18 +270,7 @@ class ExtendVideoModelNode(io.ComfyNode):
         identity = run_identity(frames_to_uint8(first))
         hint = text or (schedule[0][1] if schedule else "") or "run"
         base = {"prompt": text, "width": width, "height": height, "first_chunk_frames": n0, "created_by": NODE_NAME}
-        store = run_store()
-        name = (run_name or "").strip()
-        try:
-            if name in ("", AUTO_RUN):
-                run = store.open_auto(identity, hint, base, [height, width, 3])
-            else:
-                run = store.open_or_create(name, identity, base, [height, width, 3])
-        except RunFolderError as err:
-            message = str(err)
-            raise ValueError(message if message.startswith("run_name") else f"run_name: {message}") from None
-        except RunStoreError as err:
-            raise ValueError(f"run_name: {err}") from None
+        run = open_run(run_name, identity, hint, base, [height, width, 3])
 
         anchor_image = control = None
         if method == "vace":

@@ -46,7 +46,7 @@ from streamingt2v_core.video import StreamingVideoWriter, uint8_to_frames
 
 from .extend_digests import digest
 
-__all__ = ["RUNS_FOLDER_KEY", "runs_root", "run_store", "run_summary", "runs_listing", "LoadRunNode", "NODES"]
+__all__ = ["RUNS_FOLDER_KEY", "runs_root", "run_store", "open_run", "run_summary", "runs_listing", "LoadRunNode", "NODES"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +67,24 @@ def runs_root() -> str:
 
 def run_store() -> RunStore:
     return RunStore(runs_root())
+
+
+def open_run(run_name: str, identity: str, hint: str, base: dict[str, Any], frame_shape: list[int],
+             store_advice: str = "") -> Any:
+    """The run an extension node writes to: ``auto`` (or empty) finds or makes the run of this first chunk, any
+    other name opens or creates that run. Errors become ``ValueError``s naming ``run_name``; ``store_advice`` is
+    appended to a store error (Extend's way out: extending in memory only)."""
+    store = run_store()
+    name = (run_name or "").strip()
+    try:
+        if name in ("", "auto"):
+            return store.open_auto(identity, hint, base, frame_shape)
+        return store.open_or_create(name, identity, base, frame_shape)
+    except RunFolderError as err:
+        message = str(err)
+        raise ValueError(message if message.startswith("run_name") else f"run_name: {message}") from None
+    except RunStoreError as err:
+        raise ValueError(f"run_name: {err}{store_advice}") from None
 
 
 def runs_listing() -> dict[str, Any]:
