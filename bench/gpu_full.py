@@ -14,7 +14,8 @@ plan. Plan for 8 minutes on one H100/H200 (the budget, ``--budget``, is what ``g
 | extend | 75 | one extension chunk through the Extend node in the host (256x256, 50 steps, CFG) |
 | refine | 100 | one 720p refiner window through the Refine node's stages; per-step time with 1, 2, 4 windows per call |
 | pipeline | 100 | Initial Chunk -> Extend -> Refine at full size on a GPU limited to 12 GiB, host offloading |
-| compile | rest (>= 40) | torch.compile (inductor) of the extender forward |
+| activation_memory | 40 | refiner (720p, 1024x592), base and extender (256x256) CFG forwards in fp16, chunked and unchunked: torch.cuda.max_memory_allocated vs the meta-device measurement (`memory_estimate.MEASURED`) and `memory_required`; the host's SD VAE decode (one tile, one 720p frame, bf16) vs `memory_plan.VAE_DECODE_ELEMENTS` |
+| compile | rest (>= 20 to start) | torch.compile (inductor) of the extender forward |
 
 The summary (goals, 1200-frame plan) is computed from the parts' JSON, so it needs no GPU time of its own.
 
@@ -55,6 +56,8 @@ PARTS = [
     Part("extend", "One extension chunk through the host (bench/gpu_host_parts.py: part_extend)", 75, 150, True),
     Part("refine", "One refiner window through the host, and windows per call (part_refine)", 100, 150, True),
     Part("pipeline", "Whole pipeline within 12 GiB (part_pipeline)", 100, 150, True),
+    Part("activation_memory", "Activation memory vs the meta-device measurement (bench/bench_activation_memory.py: "
+         "part_activation_memory)", 40, 150),
     Part("compile", "torch.compile of the extender (part_compile)", 0, 150),
 ]
 #: The smallest slot worth starting a part in.
@@ -92,7 +95,7 @@ PLAN_FRAMES, REFINE_STEPS = 1200, 30
 def run_part(name: str, dry: bool, work: Path) -> int:
     import torch
 
-    from bench import gpu_host_parts, gpu_parts
+    from bench import bench_activation_memory, gpu_host_parts, gpu_parts
 
     fault = dict(item.split(":", 1) for item in os.environ.get(FAULT_ENV, "").split(",") if ":" in item)
     if fault.get(name) == "raise":
@@ -105,7 +108,8 @@ def run_part(name: str, dry: bool, work: Path) -> int:
     ctx = gpu_parts.Ctx(dry=dry, device=device, work=work, name=name)
     funcs = {"models": gpu_parts.part_models, "profile": gpu_parts.part_profile, "compile": gpu_parts.part_compile,
              "extend": gpu_host_parts.part_extend, "refine": gpu_host_parts.part_refine,
-             "pipeline": gpu_host_parts.part_pipeline}
+             "pipeline": gpu_host_parts.part_pipeline,
+             "activation_memory": bench_activation_memory.part_activation_memory}
     funcs[name](ctx)
     return 0
 

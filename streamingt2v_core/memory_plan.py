@@ -5,15 +5,18 @@
 
 For each stage (initial chunk, extension, refinement) it prints the model resident, its weights, the activation peak
 of one CFG model call (``models.memory_estimate.activation_bytes``: measured at the published width, with forward
-chunking on, x 1.15 margin) and the VAE decode peak at the stage's frame size, and whether the stage fits the GPU.
+chunking on, x 1.15 margin) and the VAE decode peak at the stage's frame size (measured, x 1.15), and whether the stage
+fits the GPU.
 The host's model management offloads between stages (each stage's UNet is loaded for its sampling; the VAE decode
 loads the VAE and frees what it needs), so a stage's need is ``max(UNet weights + activations, VAE weights + decode)``
 plus :data:`RESERVE_GIB` for the CUDA context and the host's own reserve. It also finds the largest refine size that
 fits.
 
-VAE decode: the host's own estimate for the SD VAE (``comfy/sd.py``: ``memory_used_decode`` = 2178 x 64 bytes x
-dtype size per latent pixel, one frame at a time at least), which the host uses to batch frames; when even one frame
-does not fit, the host retries with its tiled decode (512 x 512 pixel tiles). Not measured here.
+VAE decode: measured (:data:`VAE_DECODE_ELEMENTS`), not the host's own estimate. The host's regular decode
+(``VAE.decode``) decodes as many frames per call as its estimate (``memory_used_decode``: 2178 x 64 elements per
+latent pixel, 3.4 x the measured peak) says fit in free memory, one frame at least: a stage's decode needs one frame's
+peak. When even one frame runs out of memory the host retries with its tiled decode (64 x 64 latent tiles, 512 x 512
+pixels), whose peak is one tile's: the plan prints it as the floor.
 """
 from __future__ import annotations
 
@@ -22,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .models.config import ExtenderConfig, RefinerUNetConfig, UNet3DConfig
-from .models.memory_estimate import activation_bytes
+from .models.memory_estimate import SAFETY, activation_bytes
 
-__all__ = ["RESERVE_GIB", "PARAMETERS", "Stage", "plan_stages", "largest_refine_size", "format_plan", "main"]
+__all__ = ["RESERVE_GIB", "PARAMETERS", "VAE_DECODE_ELEMENTS", "VAE_TILES", "Stage", "plan_stages", "largest_refine_size", "format_plan", "main"]
 
 GIB = 2**30
 #: CUDA context and the host's reserved VRAM (``--reserve-vram`` default, ~0.6 GiB) that no model can use.
@@ -57,9 +60,32 @@ def _refine_candidates() -> list[tuple[int, int]]:
 REFINE_CANDIDATES = _refine_candidates()
 
 
-def _vae_decode_bytes(width: int, height: int, dtype_bytes: int = 2) -> int:
-    """The host's estimate for decoding one frame with the SD VAE (its minimum batch)."""
-    return 2178 * 64 * (height // 8) * (width // 8) * dtype_bytes
+#: Peak elements held while the host's SD VAE decodes, per latent pixel (the same in bf16 and fp32, exactly linear
+#: from a 32x32 latent to a 90x160 one: it peaks in the last up level, five 128-channel tensors at full resolution,
+#: 5 x 128 x 64 = 40,960, + the 4-channel latent). Measured by ``bench/bench_activation_memory.py --vae``: the host's
+#: own ``AutoencoderKL`` with its SD 1.x/2.x config (``comfy/sd.py``), the attention it picks on CUDA (SDPA), run on
+#: the meta device under ``LiveTensorTracker`` for one 64x64 tile of its tiled decode and whole frames at 256x256,
+#: 1024x592 and 1280x720; ``tests/host/test_memory_estimate.py`` re-measures it (bench/RESULTS.md, issue 25). Kernel
+#: workspaces (cuDNN's convolutions) are not seen: the plan adds :data:`SAFETY` as for the UNets.
+VAE_DECODE_ELEMENTS = 40_964
+#: Latent (rows, cols) of the host's decode tiles: ``VAE.decode_tiled_`` (its fallback when a frame runs out of
+#: memory) passes 64x64, 32x128 and 128x32 tiles (``VAEDecodeTiled``'s default 512 px is the same 64x64).
+VAE_TILES = ((64, 64), (32, 128), (128, 32))
+#: Bytes per element of the VAE on a GPU: the host decodes in bf16 where the card has it (its working dtypes are
+#: bf16 and fp32; an fp32-only card, before Ampere, needs twice the decode memory).
+VAE_DTYPE_BYTES = 2
+
+
+def _vae_decode_bytes(width: int, height: int, dtype_bytes: int = VAE_DTYPE_BYTES) -> int:
+    """Peak bytes of the host's regular decode of one frame (its smallest batch), measured x :data:`SAFETY`."""
+    return int(VAE_DECODE_ELEMENTS * (height // 8) * (width // 8) * dtype_bytes * SAFETY)
+
+
+def _vae_tile_bytes(width: int, height: int, dtype_bytes: int = VAE_DTYPE_BYTES) -> int:
+    """Peak bytes of the host's tiled decode (the largest of its tiles, cut to the frame), measured x SAFETY."""
+    rows, cols = height // 8, width // 8
+    latent = max(min(rows, r) * min(cols, c) for r, c in VAE_TILES)
+    return int(VAE_DECODE_ELEMENTS * latent * dtype_bytes * SAFETY)
 
 
 @dataclass
@@ -72,6 +98,7 @@ class Stage:
     weights: int
     activations: int
     vae_decode: int
+    vae_tile: int
 
     def need(self) -> int:
         vae = PARAMETERS["vae"] * 2 + self.vae_decode
@@ -103,7 +130,8 @@ def _stage(name: str, model: str, width: int, height: int, frames: int, weight_b
     kind = "extender" if model == "extender" else "unet3d"
     shape = (2, 4, frames, height // 8, width // 8)  # CFG: cond and uncond in one batch
     return Stage(name, model, width, height, frames, int(PARAMETERS[model] * weight_bytes),
-                 activation_bytes(kind, config, shape, 2), _vae_decode_bytes(width, height))
+                 activation_bytes(kind, config, shape, 2), _vae_decode_bytes(width, height),
+                 _vae_tile_bytes(width, height))
 
 
 def plan_stages(workflow: str | Path | None = None, weights: str = "fp16") -> list[Stage]:
@@ -130,12 +158,13 @@ def largest_refine_size(gpu_gib: float, frames: int = 24, weights: str = "fp16")
 
 def format_plan(stages: list[Stage], gpu_gib: float, weights: str = "fp16") -> str:
     lines = [f"Memory plan for a {gpu_gib:g} GiB GPU ({weights} weights, fp16 compute, CFG batch 2, forward "
-             f"chunking on, {RESERVE_GIB:g} GiB reserved):", "",
-             "| stage | model resident | size | weights GiB | activation peak GiB | VAE decode peak GiB | need GiB | fits |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"chunking on, VAE in bf16, {RESERVE_GIB:g} GiB reserved):", "",
+             "| stage | model resident | size | weights GiB | activation peak GiB | VAE decode peak GiB (one frame) | "
+             "VAE tiled decode GiB (one tile) | need GiB | fits |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for s in stages:
         lines.append(f"| {s.name} | {s.model} | {s.width}x{s.height}x{s.frames} | {s.weights / GIB:.2f} | "
-                     f"{s.activations / GIB:.2f} | {s.vae_decode / GIB:.2f} | {s.need() / GIB:.2f} | "
+                     f"{s.activations / GIB:.2f} | {s.vae_decode / GIB:.2f} | {s.vae_tile / GIB:.2f} | {s.need() / GIB:.2f} | "
                      f"{'yes' if s.need() <= gpu_gib * GIB else 'NO'} |")
     fits = all(s.need() <= gpu_gib * GIB for s in stages)
     lines.append("")

@@ -14,7 +14,8 @@ with ``kappa`` (elements per latent position) independent of the latent size; th
 Where the peak is: the feed-forward of ``transformer_in`` (temporal attention at full latent resolution, 8 heads of
 64 = 512 wide, GEGLU to 2 x 2048) holds its 4096-wide projection, its GELU and their product at once: about 80% of
 the peak. At 1280x720 with CFG batch 2 in fp16 that is 10.5 of 13 GiB; processing those tokens in chunks would cut
-the peak to a few GiB (not done here: see README, Known limits).
+the peak to a few GiB: forward chunking (``blocks.set_forward_chunking``, on by default) does, and :data:`MEASURED`
+holds the coefficients measured at the published width with it and without.
 Every width of the network is a multiple of the head size ``s``: the published configs have channels
 (5s, 10s, 20s, 20s), ``transformer_in`` 8 heads of ``s``, E_cond channels (s/2, 3s/2, 4s, 8s) and s = 64. So we
 measure the *same architecture scaled down* (s = 2, 4, 8: the same head counts, the same width ratios) and fit
@@ -93,14 +94,20 @@ class MeasuredActivation:
     kappa_unchunked: float
 
 
-#: Measured by ``bench/bench_activation_memory.py`` (bench/RESULTS.md) at the published widths, fp16, CFG batch 2.
-#: ``unet3d``: the refiner (the base UNet3D has the same modules): chunked 2,886 at 2x4x24x18x32 and 2,884 at the
-#: real 2x4x24x90x160 (3.71 GiB in fp16), unchunked 10,052 at 2x4x24x90x160 (the old fit said 10,058).
-#: ``extender``: not measured at the published width yet; the unet3d values x 1.082, the ratio of the two kinds in
-#: the scaled-width fit (``FITS``), whose CAM features come on top.
+#: Measured by ``bench/bench_activation_memory.py`` (bench/RESULTS.md, issue 25) at the published widths, fp16, CFG
+#: batch 2, on the meta device: per model, chunked (2^24-element pieces, so a piece is a small fixed part) and
+#: unchunked peaks at three latent sizes, fitted through the smallest and largest (the slope is ``kappa``; fixed parts
+#: of 0.1-0.4 MiB, within FIXED_BYTES) and checked on the middle one (linear to 0.01 %).
+#: ``unet3d``: the refiner (2x4x24x18x32 .. 2x4x24x42x80) and the base UNet3D (2x4x16x32x32 .. 2x4x16x64x80) measure
+#: the same, chunked 2,884 and unchunked 10,372 (the same modules); at the real 2x4x24x90x160 directly: 3.71 GiB
+#: chunked (default limit, kappa 2,884), 13.35 GiB unchunked.
+#: ``extender`` (base + CAM + APM; positions are the 16-frame chunk's, the CAM's 8 conditioning frames at pixel
+#: resolution are part of kappa): 2x4x16x16x16 .. 2x4x16x32x40, chunked 5,184 and unchunked 11,192; at the real
+#: 2x4x16x32x32 directly 0.32 GiB chunked, 0.68 GiB unchunked. (Before this was measured the extender shipped the
+#: refiner's values x 1.082, a ratio from the scaled-width fit: 3,123 chunked, 40 % under the measured 5,184.)
 MEASURED: dict[str, MeasuredActivation] = {
-    "unet3d": MeasuredActivation(kappa=2886.0, kappa_unchunked=10052.0),
-    "extender": MeasuredActivation(kappa=2886.0 * 1.082, kappa_unchunked=10052.0 * 1.082),
+    "unet3d": MeasuredActivation(kappa=2884.0, kappa_unchunked=10372.0),
+    "extender": MeasuredActivation(kappa=5184.0, kappa_unchunked=11192.0),
 }
 
 

@@ -11,9 +11,16 @@ from pathlib import Path
 import pytest
 
 from streamingt2v_core.__main__ import main
-from streamingt2v_core.memory_plan import GIB, PARAMETERS, RESERVE_GIB, largest_refine_size, plan_stages
+from streamingt2v_core.memory_plan import (
+    GIB,
+    PARAMETERS,
+    RESERVE_GIB,
+    VAE_DECODE_ELEMENTS,
+    largest_refine_size,
+    plan_stages,
+)
 from streamingt2v_core.models import RefinerUNetConfig
-from streamingt2v_core.models.memory_estimate import activation_bytes
+from streamingt2v_core.models.memory_estimate import SAFETY, activation_bytes
 
 WORKFLOW = Path(__file__).resolve().parents[2] / "workflows" / "text_to_long_video_refined.json"
 
@@ -30,6 +37,23 @@ def test_stages_read_the_workflow_and_add_up():
         + RESERVE_GIB * GIB
     fp8 = plan_stages(WORKFLOW, "fp8")[-1]
     assert fp8.weights * 2 == refine.weights
+
+
+def test_vae_decode_is_the_measured_peak_of_one_frame_and_one_tile():
+    """The host's regular decode needs one frame's peak (its smallest batch), its tiled fallback one 64x64 tile's;
+    both from the measured coefficient (bf16, x SAFETY), well under the host's own estimate (2178 x 64 elements per
+    latent pixel), which would say a 720p frame needs 3.7 GiB."""
+    stages = plan_stages(None)
+    refine = stages[-1]
+    rows, cols = refine.height // 8, refine.width // 8
+    assert refine.vae_decode == int(VAE_DECODE_ELEMENTS * rows * cols * 2 * SAFETY)
+    assert refine.vae_tile == int(VAE_DECODE_ELEMENTS * 64 * 64 * 2 * SAFETY)  # 74x128 > a 64x64 tile
+    assert refine.vae_decode < 2178 * 64 * rows * cols * 2 / 2.5
+    initial = stages[0]  # a 32x32 latent is smaller than any tile: the tile is the frame
+    assert initial.vae_tile == initial.vae_decode
+    # the 1280x720 frame: 90x160 latent pixels, 1.10 GiB measured in bf16 (bench/RESULTS.md), 1.26 with the margin
+    frame_720 = VAE_DECODE_ELEMENTS * 90 * 160 * 2 * SAFETY / GIB
+    assert 1.2 < frame_720 < 1.35
 
 
 def test_720p_refine_fits_12_gib_with_chunking_and_not_8():
