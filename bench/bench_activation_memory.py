@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import importlib
 import statistics
 import sys
 import time
@@ -476,7 +477,7 @@ def part_activation_memory(ctx) -> dict:
 
     try:
         boot_host_for_vae()
-        import comfy.ldm.modules.diffusionmodules.model  # noqa: F401
+        importlib.import_module("comfy.ldm.models.autoencoder")  # the host's VAE, or a row saying why not
     except (SystemExit, ImportError) as exc:
         vae_rows.append(dict(call=f"skipped: {exc}", latent="-", dtype="-", measured_mib=0.0, plan_mib=0.0,
                              measured_over_plan=0.0))
@@ -487,7 +488,7 @@ def part_activation_memory(ctx) -> dict:
     for call, (rows_, cols) in ([("frame 128x128", (16, 16))] if ctx.dry else
                                 [("tile 512x512", (64, 64)), ("frame 1280x720", (90, 160))]):
         z = torch.randn(1, 4, rows_, cols).to(ctx.device, vae_dtype)
-        peak = peak_bytes(lambda: vae.decode(z).float(), ctx.device)
+        peak = peak_bytes(lambda z=z: vae.decode(z).float(), ctx.device)
         plan = VAE_DECODE_ELEMENTS * rows_ * cols * (torch.finfo(vae_dtype).bits // 8)
         vae_rows.append(dict(call=call, latent=f"{rows_}x{cols}", dtype=str(vae_dtype).replace("torch.", ""),
                              measured_mib=peak / 2**20, plan_mib=plan / 2**20, measured_over_plan=peak / plan))
