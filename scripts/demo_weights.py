@@ -280,8 +280,19 @@ def write_all(models_dir: Path, seed: int = 0) -> dict[str, Path]:
     out.update(write_wan_demo(models_dir, seed=seed))
     # The host builds UMT5 from a fixed config, so the tiny demo UMT5 loads only with this (a real
     # UMT5-XXL loads as before); this process is the one that will load the files just written.
-    install_tiny_umt5_support()
+    install_demo_loader_hooks()
     return out
+
+
+def install_demo_loader_hooks() -> None:
+    """Let this process's host load the tiny demo files it cannot build from its fixed configs: the Wan demo's UMT5
+    and the tests' tiny encoders and VAE (scripts/demo_weights_tiny_encoders.py). Real files load as before."""
+    try:
+        from scripts.demo_weights_tiny_encoders import install_tiny_encoder_support
+    except ImportError:  # run as a script from scripts/
+        from demo_weights_tiny_encoders import install_tiny_encoder_support
+    install_tiny_umt5_support()
+    install_tiny_encoder_support()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from scripts.demo_weights_tiny_encoders import write_hook_custom_node
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HOST_DIR = Path(os.environ.get("STREAMINGT2V_COMFYUI_DIR", REPO_ROOT / ".host" / "ComfyUI"))
@@ -79,8 +80,8 @@ def _free_port() -> int:
 
 
 def _start_demo_weights(models_dir: Path, log_path: Path) -> subprocess.Popen:
-    """Start writing what the workflows load: random weights (host encoders full size, our UNets
-    tiny) with scripts/demo_weights.py, and a tiny open_clip checkpoint for the CLIP score. The
+    """Start writing what the workflows load: random weights (tiny host encoders and VAE, which the server loads
+    through the hook node of comfy_server, and our tiny UNets) with scripts/demo_weights*.py, and a tiny open_clip checkpoint for the CLIP score. The
     evaluation workflow's sample video is not written here: the pack writes it into the input
     folder at start-up, as it does on a user's fresh install (the browser test checks it loads).
 
@@ -94,6 +95,8 @@ def _start_demo_weights(models_dir: Path, log_path: Path) -> subprocess.Popen:
         "import comfy.options; comfy.options.enable_args_parsing(False)\n"
         "from comfy.cli_args import args; args.cpu = True\n"
         "from scripts.demo_weights import write_all\n"
+        "from scripts.demo_weights_tiny_encoders import write_tiny_host_encoders\n"
+        f"write_tiny_host_encoders(Path({str(models_dir)!r}))\n"
         f"for k, v in write_all(Path({str(models_dir)!r})).items(): print(k, v)\n"
         "from streamingt2v_core.metrics.synthetic import SAMPLE_CLIP_NAME, write_tiny_open_clip_checkpoint\n"
         f"clip = Path({str(models_dir)!r}) / 'streamingt2v_metrics' / SAMPLE_CLIP_NAME\n"
@@ -145,6 +148,7 @@ def comfy_server(chromium_executable, tmp_path_factory) -> ComfyServer:
     for sub in ("models", "input", "output", "temp", "custom_nodes", "user/default"):
         (base / sub).mkdir(parents=True, exist_ok=True)
     (base / "custom_nodes" / PACK_LINK_NAME).symlink_to(REPO_ROOT, target_is_directory=True)
+    write_hook_custom_node(base / "custom_nodes")  # the server loads the tiny encoders written below
     (base / "user" / "default" / "comfy.settings.json").write_text(json.dumps(UI_SETTINGS))
     weights_log = base / "demo_weights.log"
     weights = _start_demo_weights(base / "models", weights_log)

@@ -83,10 +83,14 @@ def models_dir(comfy_host) -> Path:
 
 @pytest.fixture(scope="session")
 def host_weights(comfy_host) -> dict[str, Path]:
-    """Random full-size host encoders + tiny UNets, written once per session (see demo_weights)."""
+    """Random weights in the real layouts, written once per session: tiny UNets (scripts/demo_weights.py), the tiny
+    text and vision encoders and SD VAE (scripts/demo_weights_tiny_encoders.py, loaded through its host hook: no test
+    here is about the full-size ones, which cost seconds per prompt and frame and GBs of RSS)."""
     from scripts.demo_weights import write_all
+    from scripts.demo_weights_tiny_encoders import write_tiny_host_encoders
     from streamingt2v_core.metrics.synthetic import write_evaluation_assets
 
+    write_tiny_host_encoders(comfy_host.models_dir)  # first: write_all keeps the demo files already there
     written = write_all(comfy_host.models_dir)
     # evaluate_video.json loads a sample video from input/ and a tiny CLIP model
     write_evaluation_assets(comfy_host.input_dir, comfy_host.models_dir)
@@ -95,9 +99,11 @@ def host_weights(comfy_host) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def host_encoder_weights(comfy_host) -> dict[str, Path]:
-    """Only the host's own encoders (VAE, CLIP-H text, CLIP ViT-H vision)."""
+    """Only the host's own encoders (SD VAE, CLIP-H text, ViT-H vision), tiny as in host_weights."""
     from scripts.demo_weights import write_host_encoders
+    from scripts.demo_weights_tiny_encoders import write_tiny_host_encoders
 
+    write_tiny_host_encoders(comfy_host.models_dir)
     return write_host_encoders(comfy_host.models_dir)
 
 

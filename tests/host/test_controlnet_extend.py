@@ -3,8 +3,8 @@ control frames of its own 16-frame range, says which frames were controlled, and
 control frames as part of its settings (changing chunk k's control frames re-samples chunk k and the chunks after
 it, and reuses the ones before).
 
-Our tiny extender, the demo's tiny SD 2.x-layout ControlNet (scripts/demo_weights.py), the host's full-size random
-SD VAE and CLIP ViT-H; random text tokens; 64x64 frames, one sampler step per chunk.
+Our tiny extender, the demo's tiny SD 2.x-layout ControlNet (scripts/demo_weights.py), the tiny random SD VAE
+and CLIP ViT-H of the host tests (scripts/demo_weights_tiny_encoders.py); random text tokens; 64x64 frames, one sampler step per chunk.
 """
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ PAN_FILE = "color_match_pan.png"
 
 def forget_extend(comfy_host, chunks: bool = True) -> None:
     """The Extend node runs again on the next queue: the host's cached outputs of Extend and its PreviewAny are
-    dropped (the loaders' and text encoders' stay: no reloading of the full-size random encoders), and with
+    dropped (the loaders' and text encoders' stay: nothing is loaded again), and with
     ``chunks`` the pack's in-memory chunk cache is emptied (what a restart does to a run)."""
     outputs = comfy_host.executor.caches.outputs
     if outputs.initialized:

@@ -1,7 +1,7 @@
 """The model loader, initial-chunk and extend nodes in the real host, on tiny random UNets.
 
-The host's own encoders (OpenCLIP-H text, CLIP ViT-H vision, SD VAE) are full size with random weights
-(`host_weights`), our UNets tiny; frames are 64x64 (8x8 latents) and sampling takes 1-2 steps, so the numbers are
+The host's own encoders (OpenCLIP-H text, CLIP ViT-H vision, SD VAE) and our UNets are tiny with random weights
+(`host_weights`, loaded by the host's own loaders); frames are 64x64 (8x8 latents) and sampling takes 1-2 steps, so the numbers are
 noise but every path (host loaders, conditioning, sampler, LoRA patches, interrupt, cache) is the real one.
 """
 from __future__ import annotations

@@ -5,7 +5,7 @@ a graph with the host's UNETLoader / VAELoader / CLIPLoader (type wan) on the se
 (scripts/demo_weights_wan.py: the real file names), CLIPTextEncode and EmptyImage feeding the node; killed hard
 once the run store holds 2 chunks, then a fresh server must take them from disk and sample only the rest, the
 chunks equal to an uninterrupted run's. The host builds UMT5 from a fixed config, so the server gets the demo's
-tiny-UMT5 hook as a one-file custom node of the test's base folder.
+tiny-model hooks as a one-file custom node of the test's base folder (test_run_store_server.server_base).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import time
 import uuid
 
 import pytest
-from test_run_store_server import HOST_DIR, REPO_ROOT, RUN_TIMEOUT_S, Server, _timeline
+from test_run_store_server import HOST_DIR, RUN_TIMEOUT_S, Server, _timeline, server_base
 
 from streamingt2v_core.runs import RunStore
 
@@ -22,14 +22,6 @@ pytestmark = pytest.mark.slow
 
 CHUNKS = 4
 KILL_AFTER = 2
-HOOK = f"""import sys
-sys.path.insert(0, {str(REPO_ROOT)!r})
-from scripts.demo_weights_wan import install_tiny_umt5_support
-install_tiny_umt5_support()
-NODE_CLASS_MAPPINGS = {{}}
-"""
-
-
 def video_model_graph(run_name: str) -> dict:
     return {
         "1": {"class_type": "CLIPLoader", "inputs": {"clip_name": "umt5_xxl_fp16.safetensors", "type": "wan"}},
@@ -50,12 +42,7 @@ def video_model_graph(run_name: str) -> dict:
 def test_video_model_resume_after_sigkill_of_the_real_server(host_weights, models_dir, tmp_path):
     if not (HOST_DIR / "main.py").is_file():
         pytest.skip(f"no ComfyUI host at {HOST_DIR}")
-    base = tmp_path / "base"
-    for sub in ("input", "output", "temp", "custom_nodes", "user/default"):
-        (base / sub).mkdir(parents=True, exist_ok=True)
-    (base / "models").symlink_to(models_dir, target_is_directory=True)
-    (base / "custom_nodes" / "comfyui-streamingt2v").symlink_to(REPO_ROOT, target_is_directory=True)
-    (base / "custom_nodes" / "tiny_umt5_hook.py").write_text(HOOK)
+    base = server_base(tmp_path, models_dir)
     store = RunStore(base / "output" / "StreamingT2V" / "runs")
     name, reference_name = "vm-killed-" + uuid.uuid4().hex[:6], "vm-reference-" + uuid.uuid4().hex[:6]
 

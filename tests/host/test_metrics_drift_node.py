@@ -88,8 +88,8 @@ def test_clean_jump_and_drift_videos_through_the_executor(comfy_host, run_prompt
 
 
 def test_clip_vision_similarity_with_the_hosts_clip_vision_loader(comfy_host, run_prompt, videos, host_weights):
-    # The random full-size CLIP ViT-H/14 the host tests write; 3 frames (anchor, one per chunk) keep it
-    # to a few CPU seconds per frame.
+    # The host tests' tiny random CLIP ViT-H/14 (1024-wide projection) through the host's own loader; 3 frames
+    # (anchor, one per chunk).
     prompt = drift_prompt(videos["short"], key="clip", clip_frames_per_chunk=1)
     prompt["cv"] = {"class_type": "CLIPVisionLoader", "inputs": {"clip_name": host_weights["clip_vision"].name}}
     prompt["clip"]["inputs"]["clip_vision"] = ["cv", 0]

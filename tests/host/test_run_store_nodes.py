@@ -1,6 +1,6 @@
 """The run store through the real host: resume from disk, tampered chunks, re-roll, regenerate-from-N, Load Run.
 
-Tiny random extender, host encoders full size with random weights, 64x64 frames, one sampling step per chunk:
+Tiny random extender and host encoders (scripts/demo_weights_tiny_encoders.py), 64x64 frames, one sampling step per chunk:
 the frames are noise, but every path (host sampler, VAE, run store on disk, verification) is the real one. Where
 the same graph is queued again, the host's output cache is emptied first, as a restart would.
 """

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 import websocket
+from scripts.demo_weights_tiny_encoders import write_hook_custom_node
 from test_extend_nodes import extend_graph
 
 from streamingt2v_core.runs import RunStore
@@ -46,6 +47,18 @@ START_TIMEOUT_S = 240 * TIME_SCALE
 RUN_TIMEOUT_S = 600 * TIME_SCALE
 REQUEST_TIMEOUT_S = 60 * TIME_SCALE  # one HTTP request (retried until the deadline of what it waits for)
 _TRANSIENT = (urllib.error.URLError, ConnectionError, TimeoutError, socket.timeout)
+
+
+def server_base(tmp_path: Path, models_dir: Path) -> Path:
+    """A base folder for a real server: the session's models, this pack and, as a one-file custom node, the hooks
+    that load the session's tiny encoders, VAE and UMT5 (scripts/demo_weights_tiny_encoders.py)."""
+    base = tmp_path / "base"
+    for sub in ("input", "output", "temp", "custom_nodes", "user/default"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    (base / "models").symlink_to(models_dir, target_is_directory=True)
+    (base / "custom_nodes" / "comfyui-streamingt2v").symlink_to(REPO_ROOT, target_is_directory=True)
+    write_hook_custom_node(base / "custom_nodes")
+    return base
 
 
 def _free_port() -> int:
@@ -161,11 +174,7 @@ def _timeline(store: RunStore, name: str) -> list:
 def test_resume_after_sigkill_of_the_real_server_is_bit_identical(host_weights, models_dir, tmp_path):
     if not (HOST_DIR / "main.py").is_file():
         pytest.skip(f"no ComfyUI host at {HOST_DIR}")
-    base = tmp_path / "base"
-    for sub in ("input", "output", "temp", "custom_nodes", "user/default"):
-        (base / sub).mkdir(parents=True, exist_ok=True)
-    (base / "models").symlink_to(models_dir, target_is_directory=True)
-    (base / "custom_nodes" / "comfyui-streamingt2v").symlink_to(REPO_ROOT, target_is_directory=True)
+    base = server_base(tmp_path, models_dir)
     store = RunStore(base / "output" / "StreamingT2V" / "runs")
     name, reference_name = "killed-" + uuid.uuid4().hex[:6], "reference-" + uuid.uuid4().hex[:6]
     prompt = extend_graph(total_frames=16 + 8 * CHUNKS, seed=13, disk_cache=True, run_name=name)
