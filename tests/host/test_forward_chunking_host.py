@@ -13,6 +13,7 @@ from streamingt2v_core.models.blocks import BasicTransformerBlock
 from test_context_blend import load_tiny_refiner, pack_module, text_cond
 
 SMALL_LIMIT = 4 * 64 * 37
+COMPILE_LIMIT = 4 * 64 * 320
 
 
 def _lora(model, seed: int) -> dict[str, torch.Tensor]:
@@ -27,11 +28,15 @@ def _lora(model, seed: int) -> dict[str, torch.Tensor]:
     return lora
 
 
-def _pieces(model) -> list[int]:
+def _pieces(model, handles: list | None = None) -> list[int]:
+    """A counter of feed-forward calls (pieces) over the model's transformer blocks; the hooks' handles go to
+    ``handles`` when given, for removal."""
     calls = [0]
     for module in model.model.diffusion_model.modules():
         if isinstance(module, BasicTransformerBlock):
-            module.ff.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+            handle = module.ff.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+            if handles is not None:
+                handles.append(handle)
     return calls
 
 
@@ -93,14 +98,24 @@ def test_torch_compile_node_on_a_chunked_refiner_matches_eager_unchunked(comfy_h
         return comfy.sample.sample_custom(m, noise, 3.0, comfy.samplers.sampler_object("euler"), sigmas,
                                           text_cond(0), text_cond(1), latent, disable_pbar=True, seed=0)
 
+    handles: list = []
+    calls = _pieces(refiner, handles)
     try:
         with torch.inference_mode():
             inner.set_forward_chunking(0)
             eager = sample(refiner)
-            inner.set_forward_chunking(4 * 64 * 80)  # fewer pieces: each is traced into the graph
+            unchunked_calls, calls[0] = calls[0], 0
+            # Few pieces (each is traced into the graph, and tracing is most of this test's time), but blocks still
+            # run in more than one: counted on the eager model at the same limit.
+            inner.set_forward_chunking(COMPILE_LIMIT)
+            sample(refiner)
+            assert calls[0] > unchunked_calls, f"{calls[0]} feed-forward pieces vs {unchunked_calls} unchunked"
+            torch._dynamo.reset()
             compiled = comfy_host.node_class("TorchCompileModel").execute(model=refiner, backend="inductor").result[0]
             out = sample(compiled)
     finally:
+        for handle in handles:
+            handle.remove()
         inner.set_forward_chunking(None)
         inner.set_attention_function(pack_module("comfy_model").host_attention_function())
         torch._dynamo.reset()
