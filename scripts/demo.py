@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=None, help="first-chunk height (default: 64 on demo weights)")
     parser.add_argument("--refine-width", dest="refine_width", type=int, default=None, help="refiner working width (default: 128 on demo weights)")
     parser.add_argument("--refine-height", dest="refine_height", type=int, default=None, help="refiner working height (default: 144 on demo weights; the MS-Vid2Vid-XL UNet takes heights of 16 + 64k px)")
-    parser.add_argument("--metric-size", dest="metric_size", type=int, default=None, help="MAWE working size (default: 720, the paper's; 128 on demo weights)")
+    parser.add_argument("--metric-size", dest="metric_size", type=int, default=None, help="MAWE working size, for a workflow with a MAWE node such as evaluate_video.json (default: 720, the paper's; 128 on demo weights)")
     parser.add_argument("--models", type=Path, default=REPO_ROOT / "models", help="models folder (ComfyUI layout; default ./models)")
     parser.add_argument("--workdir", type=Path, default=REPO_ROOT / ".demo", help="host base folder: output/, input/, temp/")
     parser.add_argument("--workflow", default=None, help="workflow file name in workflows/ (default: the full pipeline)")
