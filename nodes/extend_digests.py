@@ -80,10 +80,20 @@ def _update_value(h: "hashlib._Hash", value: Any, sample: bool = False) -> None:
         # A class or a plain module-level function (the host's ops classes, a scheduler function): its dotted name.
         # Bound methods, partials, closures and lambdas carry state: they stay opaque (by identity, below).
         h.update(f"{getattr(value, '__module__', '')}.{value.__qualname__}".encode())
+    elif _is_clip_vision_output(value):
+        # The host's CLIP_VISION_OUTPUT (an I2V model's conditioning holds one): plain data, tensors as attributes.
+        # By its values, so a restarted server reuses the chunks it conditioned.
+        h.update(b"clip_vision_output")
+        _update_value(h, dict(vars(value)), sample)
     else:
         # Opaque host objects (hooks, control nets...): their identity is all we can use (a new process makes
         # them anew, so such chunks are sampled again rather than wrongly reused).
         h.update(f"{type(value).__name__}@{id(value)}".encode())
+
+
+def _is_clip_vision_output(value: Any) -> bool:
+    cls = type(value)
+    return cls.__module__ == "comfy.clip_vision" and cls.__name__ == "Output" and hasattr(value, "__dict__")
 
 
 def digest(*parts: Any) -> str:

@@ -475,3 +475,25 @@ def test_digests_of_dtypes_and_classes_are_the_same_in_every_process(comfy_host)
     for part in (b"'dtype'", b"torch.float16", b"'ops'", b"torch.nn.modules.linear.Linear"):
         h.update(part)
     assert digests.digest({"dtype": torch.float16, "ops": torch.nn.Linear}) == h.hexdigest()
+
+
+def test_a_clip_vision_output_digests_by_its_values(comfy_host):
+    """An I2V conditioning holds the host's CLIP_VISION_OUTPUT: digested by its tensors, not its identity, so the
+    same image encoded again (a restarted server) gives the same digest, and another image another one."""
+    import comfy.clip_vision
+
+    digests = pack_module(comfy_host, "extend_digests")
+
+    def output(embeds: torch.Tensor):
+        out = comfy.clip_vision.Output()
+        out["image_embeds"] = embeds.clone()
+        out["penultimate_hidden_states"] = embeds.clone().expand(1, 3, -1)
+        return out
+
+    embeds = torch.randn(1, 8, generator=torch.Generator().manual_seed(0))
+    first, again = output(embeds), output(embeds)
+    assert first is not again
+    assert digests.digest({"clip_vision_output": first}) == digests.digest({"clip_vision_output": again})
+    other = embeds.clone()
+    other[0, 3] += 1e-3
+    assert digests.digest({"clip_vision_output": output(other)}) != digests.digest({"clip_vision_output": first})
