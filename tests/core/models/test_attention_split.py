@@ -116,6 +116,7 @@ def refiner_720p_default() -> Recorder:
     return _meta_refiner_720p_calls(None)
 
 
+@pytest.mark.slow  # a 720p refiner forward on the CPU: ~20 s; the whole suite runs it, the quick tier not
 def test_720p_refiner_never_exceeds_the_default_limit(refiner_720p_default):
     calls = refiner_720p_default.calls
     # The first level's temporal attention has 2 x 90 x 160 = 28,800 sequences x 5 heads = 144,000 per layer,
@@ -124,6 +125,7 @@ def test_720p_refiner_never_exceeds_the_default_limit(refiner_720p_default):
     assert max(b * h for b, h, _, _ in calls) <= DEFAULT_MAX_BATCH_HEADS < 65_535
 
 
+@pytest.mark.slow  # a 720p refiner forward on the CPU: ~20 s; the whole suite runs it, the quick tier not
 def test_720p_refiner_respects_a_fake_limit(refiner_720p_default):
     limit = 1000
     recorder = _meta_refiner_720p_calls(limit)
