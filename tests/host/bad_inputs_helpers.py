@@ -411,3 +411,22 @@ def run_case(case: Case, b: Bench) -> Seen:
     seen = Seen(text, first, exception_type, calls)
     _SEEN[case.id] = seen
     return seen
+
+
+def check_case(case: Case, b: Bench) -> None:
+    """What every bad-input case must show: no traceback; a first line that matches and names the input; our error
+    type; and where it was caught (before any sampling, in the first sampling run, by the host, or not at all)."""
+    seen = run_case(case, b)
+    assert "Traceback" not in seen.text, seen.text
+    assert re.search(case.expect, seen.first_line), f"{case.id}: expected /{case.expect}/, the user sees:\n{seen.text}"
+    assert case.input in seen.text, f"{case.id}: the text does not name the input {case.input!r}: {seen.text}"
+    if case.outcome in ("refused", "stopped"):
+        assert str(seen.exception_type).rsplit(".", 1)[-1] in OUR_ERRORS, f"{case.id}: {seen.exception_type}: {seen.text}"
+    if case.outcome == "refused":
+        assert seen.guider_calls == 0, f"{case.id}: refused only after sampling ({seen.guider_calls} runs)"
+    elif case.outcome == "stopped":
+        assert seen.guider_calls == 1, f"{case.id}: expected to stop in the first sampling run"
+    elif case.outcome == "host":
+        assert seen.exception_type == "PromptValidationError"
+    else:
+        assert seen.exception_type is None

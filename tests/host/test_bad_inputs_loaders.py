@@ -1,12 +1,11 @@
 """Bad inputs to the Model Loader through the real host (cases and checks: bad_inputs_helpers)."""
 from __future__ import annotations
 
-import re
 from typing import Callable
 
 import pytest
 from bad_inputs_helpers import (  # noqa: F401 (bench: this module's fixture)
-    MODEL_LOADER, OUR_ERRORS, Bench, Case, bench, run_case,
+    MODEL_LOADER, Bench, bench, Case, check_case, run_case,
 )
 
 
@@ -42,20 +41,7 @@ CASES: list[Case] = [
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_gets_a_clear_answer(case: Case, bench):
-    seen = run_case(case, bench)
-    assert "Traceback" not in seen.text, seen.text
-    assert re.search(case.expect, seen.first_line), f"{case.id}: expected /{case.expect}/, the user sees:\n{seen.text}"
-    assert case.input in seen.text, f"{case.id}: the text does not name the input {case.input!r}: {seen.text}"
-    if case.outcome in ("refused", "stopped"):
-        assert str(seen.exception_type).rsplit(".", 1)[-1] in OUR_ERRORS, f"{case.id}: {seen.exception_type}: {seen.text}"
-    if case.outcome == "refused":
-        assert seen.guider_calls == 0, f"{case.id}: refused only after sampling ({seen.guider_calls} runs)"
-    elif case.outcome == "stopped":
-        assert seen.guider_calls == 1, f"{case.id}: expected to stop in the first sampling run"
-    elif case.outcome == "host":
-        assert seen.exception_type == "PromptValidationError"
-    else:
-        assert seen.exception_type is None
+    check_case(case, bench)
 
 
 def test_a_checkpoint_that_would_run_code_is_refused_without_unsafe_advice(bench):
