@@ -167,6 +167,18 @@ def _write(path: Path, tensors: dict[str, torch.Tensor], what: str) -> None:
     os.replace(tmp, path)
 
 
+def write_missing(models_dir: Path, files: dict[str, str], makers: dict) -> dict[str, Path]:
+    """Write each ``makers[name] = (make_state, what)`` to ``models_dir / files[name]`` where no file is there yet; an
+    existing file (a real one, or an earlier demo file) is kept either way. Returns every name's path."""
+    written = {}
+    for name, (make, what) in makers.items():
+        path = Path(models_dir) / files[name]
+        if not path.exists():
+            _write(path, make(), what)
+        written[name] = path
+    return written
+
+
 def _is_demo_file(path: Path) -> bool:
     if not path.is_file():
         return False

@@ -188,19 +188,14 @@ def install_tiny_encoder_support() -> None:
 def write_tiny_host_encoders(models_dir: Path, seed: int = 0) -> dict[str, Path]:
     """Write the tiny text, vision and VAE files under the real names where absent (a file already there is kept: a real
     one, or an earlier tiny or full-size demo file), and install the host hook in this process."""
-    from scripts.demo_weights import _write
+    from scripts.demo_weights import write_missing
 
     makers = {
         "text_encoder": (lambda: tiny_clip_h_text_state(seed + 1), "tiny SD2 OpenCLIP-H text (3 layers, 1024 wide)"),
         "clip_vision": (lambda: tiny_clip_vision_h_state(seed + 2), "tiny CLIP ViT-H/14 vision (2 layers, 1024 projection)"),
         "vae": (lambda: tiny_sd_vae_state(seed + 3), "tiny SD VAE (AutoencoderKL layout, 32 wide)"),
     }
-    written = {}
-    for name, (make, what) in makers.items():
-        path = Path(models_dir) / TINY_ENCODER_FILES[name]
-        if not path.exists():
-            _write(path, make(), what)
-        written[name] = path
+    written = write_missing(models_dir, TINY_ENCODER_FILES, makers)
     install_tiny_encoder_support()
     return written
 

@@ -169,7 +169,7 @@ def install_tiny_umt5_support() -> None:
 
 def write_wan_demo(models_dir: Path, seed: int = 0) -> dict[str, Path]:
     """Write the Wan files where absent; a demo file already there is kept, a real one never touched."""
-    from scripts.demo_weights import _write
+    from scripts.demo_weights import write_missing
 
     makers = {
         "wan_vace": (lambda: tiny_wan_vace_state(seed + 21), "tiny Wan 2.1 VACE (VaceWanModel, dim 128, 2 blocks, 1 VACE block)"),
@@ -177,13 +177,7 @@ def write_wan_demo(models_dir: Path, seed: int = 0) -> dict[str, Path]:
         "wan_text_encoder": (lambda: tiny_umt5_state(seed + 22), "tiny UMT5 (24 blocks of width 4096, 1 head, FF 32) + tokenizer"),
         "wan_vae": (lambda: tiny_wan21_vae_state(seed + 23), "tiny Wan 2.1 VAE (WanVAE, width 8)"),
     }
-    written = {}
-    for name, (make, what) in makers.items():
-        path = Path(models_dir) / WAN_WEIGHT_FILES[name]
-        if not path.exists():  # an existing file is a real one or an earlier demo file: kept either way
-            _write(path, make(), what)
-        written[name] = path
-    return written
+    return write_missing(models_dir, WAN_WEIGHT_FILES, makers)
 
 
 def parameter_count(state: dict[str, torch.Tensor]) -> int:
